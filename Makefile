@@ -1,0 +1,62 @@
+# omgkit — the two commands: `make demo` and `make test`.
+# Both set themselves up on a fresh machine (virtual environment, pinned
+# packages, optional Debian TTS engines) and are quick on the second run.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSDEPS_STAMP := .cache/sysdeps.stamp
+ART ?= artifacts
+PROFILE ?= quick
+MODEL ?= ds_cnn_s
+DEMO_DIR := $(ART)/demo
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+
+.PHONY: demo test test-fast lint venv sysdeps clean help
+
+help:
+	@echo "make demo   - corpus, training, int8 conversion and evaluation (quick profile)"
+	@echo "make test   - the whole test suite"
+	@echo "make lint   - ruff"
+
+$(STAMP): requirements/board.txt requirements/workbench.txt requirements/constraints.txt pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: python3.11 is required (python3 not found)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || \
+	  { echo "error: omgkit pins packages for Python 3.11; found $$($(PYTHON) --version). Set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet -r requirements/workbench.txt -c requirements/constraints.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(STAMP)
+
+$(SYSDEPS_STAMP): tools/sysdeps.py
+	@mkdir -p .cache
+	$(PYTHON) tools/sysdeps.py tts tts-nonfree ssh
+	@touch $@
+
+sysdeps: $(SYSDEPS_STAMP)
+
+demo: $(STAMP) $(SYSDEPS_STAMP)
+	$(BIN)/omg data synth --profile $(PROFILE) --out $(ART)/corpus-$(PROFILE)
+	$(BIN)/omg train --data $(ART)/corpus-$(PROFILE) --model $(MODEL) --out $(DEMO_DIR)
+	$(BIN)/omg convert --run $(DEMO_DIR)
+	$(BIN)/omg evaluate --run $(DEMO_DIR) --json $(DEMO_DIR)/evaluation.json
+	@echo "demo: results in $(DEMO_DIR)/ (evaluation.json, confusion_int8.png)"
+
+test: $(STAMP) $(SYSDEPS_STAMP)
+	$(BIN)/python -m pytest -q --timeout=1200
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check omgkit ta tests tools
+	$(BIN)/ruff format --check omgkit ta tests tools
+
+clean:
+	rm -rf $(VENV) .cache $(ART)

@@ -1,0 +1,173 @@
+"""`omg evaluate`: accuracy per split, on a held-out engine, across runtimes.
+
+Everything runs on the converted TFLite models through the same runtime
+adapters the TA uses (never through Keras), so the numbers are those of the
+deployed model. Reported:
+
+- accuracy of float32 and int8 on each split (speaker-disjoint);
+- accuracy on the held-out engine's speech (voices never seen in training:
+  the honest proxy for real users);
+- accuracy per engine on the test split;
+- agreement of int8 labels between ai-edge-litert and tflite-micro;
+- confusion matrices (PNG).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omg_ta.runtime import load_runtime
+
+from .convert import model_file
+from .dataset import load_dataset
+from .errors import OmgWarning
+from .features import Frontend, featurize
+from .labels import LABELS
+from .run import RunDir
+from .train import load_settings, split_audio
+from .util import atomic_write_text
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(LABELS)) -> np.ndarray:
+    m = np.zeros((n, n), np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+def plot_confusion(m: np.ndarray, path: str | os.PathLike, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = m / np.maximum(1, m.sum(axis=1, keepdims=True))
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(LABELS)), LABELS, rotation=60, ha="right")
+    ax.set_yticks(range(len(LABELS)), LABELS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if m[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    str(m[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rows[i, j] > 0.5 else "black",
+                )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _acc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean(y == p)) if len(y) else float("nan")
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    json_path: str | os.PathLike | None = None,
+    *,
+    data: str | os.PathLike | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a converted run; write ``evaluation.json`` (and ``json_path``)."""
+    run = RunDir(run_dir)
+    man = run.manifest()
+    settings = load_settings(man)
+    models = {
+        q: run.require(model_file(q), f"omg convert --run {run.path}").read_bytes()
+        for q in ("float32", "int8")
+    }
+    data_path = Path(data or man["data"]["path"])
+    ds = load_dataset(data_path, seed=settings.seed)
+    fp = ds.fingerprint()
+    if fp != man["data"]["fingerprint"]:
+        warnings.warn(
+            f"{data_path} differs from the corpus the model was trained on",
+            OmgWarning,
+            stacklevel=2,
+        )
+    holdout = man["data"]["holdout_engine"]
+    frontend = Frontend(settings.frontend)
+    audio = split_audio(ds, holdout)
+    feats = {k: (featurize(frontend, a), y) for k, (a, y) in audio.items()}
+
+    preds: dict[tuple[str, str, str], np.ndarray] = {}
+    for q, blob in models.items():
+        rt = load_runtime("litert", blob)
+        for split, (x, _) in feats.items():
+            preds[("litert", q, split)] = rt.classify(x)
+    tflm = load_runtime("tflm", models["int8"])
+    for split in ("testing", "heldout"):
+        if split in feats:
+            preds[("tflm", "int8", split)] = tflm.classify(feats[split][0])
+
+    res: dict[str, Any] = {
+        "model": settings.model,
+        "engines": [e for e in ds.engines if e != "noise"],
+        "heldout_engine": holdout,
+        "data_fingerprint_matches": fp == man["data"]["fingerprint"],
+        "accuracy": {},
+    }
+    for (rt, q, split), p in preds.items():
+        if rt == "litert":
+            res["accuracy"].setdefault(q, {})[split] = _acc(feats[split][1], p)
+    res["test_accuracy_float32"] = res["accuracy"]["float32"]["testing"]
+    res["test_accuracy_int8"] = res["accuracy"]["int8"]["testing"]
+    res["int8_minus_float32_points"] = 100 * (
+        res["test_accuracy_int8"] - res["test_accuracy_float32"]
+    )
+    res["heldout_engine_accuracy_int8"] = res["accuracy"]["int8"].get("heldout")
+    res["heldout_engine_accuracy_float32"] = res["accuracy"]["float32"].get("heldout")
+    agree = {}
+    for split in ("testing", "heldout"):
+        if ("tflm", "int8", split) in preds:
+            a, b = preds[("litert", "int8", split)], preds[("tflm", "int8", split)]
+            agree[split] = {"agree": int(np.sum(a == b)), "total": int(len(a))}
+    res["labels_agree_litert_tflm_detail"] = agree
+    res["labels_agree_litert_tflm"] = all(v["agree"] == v["total"] for v in agree.values())
+    test_items = ds.select("testing", exclude_engines=[holdout] if holdout else None)
+    engines_of = np.asarray([it.engine for it in test_items])
+    p_test = preds[("litert", "int8", "testing")]
+    y_test = feats["testing"][1]
+    res["test_accuracy_int8_per_engine"] = {
+        e: _acc(y_test[engines_of == e], p_test[engines_of == e]) for e in sorted(set(engines_of))
+    }
+    cm = confusion(y_test, p_test)
+    res["confusion_int8_testing"] = cm.tolist()
+    if plots:
+        plot_confusion(cm, run / "confusion_int8.png", f"{settings.model} int8, test split")
+        if holdout:
+            plot_confusion(
+                confusion(feats["heldout"][1], preds[("litert", "int8", "heldout")]),
+                run / "confusion_int8_heldout.png",
+                f"int8, held-out engine: {holdout}",
+            )
+    text = json.dumps(res, indent=2) + "\n"
+    atomic_write_text(run / "evaluation.json", text)
+    if json_path:
+        atomic_write_text(json_path, text)
+    summary = {
+        k: res[k]
+        for k in (
+            "test_accuracy_float32",
+            "test_accuracy_int8",
+            "heldout_engine",
+            "heldout_engine_accuracy_int8",
+            "labels_agree_litert_tflm",
+        )
+    }
+    run.update("evaluate", summary, files=["evaluation.json"])
+    return res

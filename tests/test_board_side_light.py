@@ -1,0 +1,44 @@
+"""The TA and the runtime adapters import and run with TensorFlow unavailable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PROBE = r"""
+import sys
+for name in ("tensorflow", "keras", "tf_keras"):
+    sys.modules[name] = None  # any import of these now raises ImportError
+import numpy as np
+from omg_ta.frontend import Frontend
+from omg_ta.runtime import load_runtime
+blob = open(sys.argv[1], "rb").read()
+audio = (np.random.default_rng(0).standard_normal((3, 16000)) * 3000).astype(np.int16)
+feats = Frontend()(audio)[..., None]
+for rt in ("litert", "tflm"):
+    print(rt, load_runtime(rt, blob).classify(feats).tolist())
+heavy = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras") and sys.modules[m] is not None]
+print("heavy:", heavy)
+"""
+
+
+def test_ta_runs_without_tensorflow(tiny_run):
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tiny_run / "model_int8.tflite")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == "heavy: []"
+    assert lines[0].split(" ", 1)[1] == lines[1].split(" ", 1)[1]  # same labels on both runtimes
+
+
+def test_ta_package_never_imports_the_workbench():
+    from conftest import REPO
+
+    for src in (REPO / "ta" / "omg_ta").rglob("*.py"):
+        text = src.read_text()
+        assert "import omgkit" not in text and "from omgkit" not in text, src
+        assert "tensorflow" not in text.replace("TensorFlow", "").split('"""', 2)[-1], src

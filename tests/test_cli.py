@@ -1,0 +1,111 @@
+"""The `omg` CLI end to end on the tiny corpus, and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_omg
+
+SUBCOMMANDS = [["data", "synth"], ["data", "fetch"], ["train"], ["convert"], ["evaluate"]]
+
+
+@pytest.mark.parametrize("cmd", SUBCOMMANDS, ids=lambda c: " ".join(c))
+def test_help(cmd):
+    r = run_omg(*cmd, "--help")
+    assert "usage: omg" in r.stdout and "--" in r.stdout
+
+
+def test_pipeline_train_convert_evaluate(tiny_corpus, tmp_path):
+    run = tmp_path / "run"
+    r = run_omg(
+        "train",
+        "--data",
+        str(tiny_corpus),
+        "--out",
+        str(run),
+        "--model",
+        "ds_cnn_s",
+        "--epochs",
+        "4",
+        "--augment-copies",
+        "1",
+    )
+    assert "validation accuracy" in r.stdout
+    r = run_omg("convert", "--run", str(run))
+    assert "int8:" in r.stdout
+    out = tmp_path / "eval.json"
+    r = run_omg("evaluate", "--run", str(run), "--json", str(out))
+    res = json.loads(out.read_text())
+    for key in (
+        "test_accuracy_float32",
+        "test_accuracy_int8",
+        "heldout_engine",
+        "heldout_engine_accuracy_int8",
+        "engines",
+        "labels_agree_litert_tflm",
+    ):
+        assert key in res, key
+    assert res["heldout_engine"] == "pico"
+    assert res["labels_agree_litert_tflm"] is True
+    assert res["test_accuracy_int8"] > 0.3  # chance is 1/12; ~0.8 measured after 4 epochs
+    assert (run / "confusion_int8.png").stat().st_size > 10_000
+    assert (run / "learning_curves.png").is_file()
+    man = json.loads((run / "manifest.json").read_text())
+    assert set(man["files"]) >= {
+        "model.keras",
+        "model_int8.tflite",
+        "model_float32.tflite",
+        "evaluation.json",
+    }
+    assert man["data"]["holdout_engine"] == "pico" and len(man["data"]["fingerprint"]) == 64
+
+
+def test_errors_are_one_line_with_advice(tmp_path):
+    r = run_omg(
+        "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), check=False
+    )
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: no dataset at") and "omg data synth" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_omg("convert", "--run", str(tmp_path), check=False)
+    assert r.returncode == 2 and "not a run directory" in r.stderr and "omg train" in r.stderr
+
+
+def test_unknown_model_on_cli(tiny_corpus, tmp_path):
+    r = run_omg(
+        "train",
+        "--data",
+        str(tiny_corpus),
+        "--out",
+        str(tmp_path / "r"),
+        "--model",
+        "big",
+        check=False,
+    )
+    assert r.returncode == 2 and "known: ds_cnn_s, ds_cnn_m, ds_cnn_l, tiny_conv" in r.stderr
+
+
+def test_fetch_offline_says_what_to_do(tmp_path, monkeypatch):
+    from omgkit import fetch as fetch_mod
+    from omgkit.errors import DownloadError
+
+    # A real HTTP request to a closed local port: the offline case, no mock.
+    monkeypatch.setitem(
+        fetch_mod.DATASETS["speech-commands"], "url", "http://127.0.0.1:9/speech.tar.gz"
+    )
+    with pytest.raises(DownloadError, match="Offline\\? Use `omg data synth`"):
+        fetch_mod.fetch("speech-commands", tmp_path / "sc", show_progress=False)
+
+
+def test_fetch_data_dir_accepts_a_real_layout_and_refuses_synthetic(tiny_corpus, tmp_path):
+    from omgkit.audio import write_wav
+    from omgkit.errors import DatasetError
+    from omgkit.fetch import fetch
+
+    with pytest.raises(DatasetError, match="synthetic corpus"):
+        fetch("speech-commands", tmp_path, data_dir=tiny_corpus)
+    import numpy as np
+
+    write_wav(tmp_path / "sc" / "yes" / "0a7c2a8d_nohash_0.wav", np.zeros(16000, np.float32))
+    assert fetch("speech-commands", tmp_path, data_dir=tmp_path / "sc") == tmp_path / "sc"

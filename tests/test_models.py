@@ -1,0 +1,51 @@
+"""Model factory and conversion to TFLite builtins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from omgkit.convert import to_tflite
+from omgkit.errors import ConversionError, UnknownNameError
+from omgkit.models import MODELS, build_model
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(
+        UnknownNameError,
+        match="unknown model 'resnet'; known: ds_cnn_s, ds_cnn_m, ds_cnn_l, tiny_conv",
+    ):
+        build_model("resnet", (49, 10), 12)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_models_build_and_convert_to_builtins(name):
+    m = build_model(name, (49, 10), 12)
+    assert m.output_shape == (None, 12)
+    blob = to_tflite(m, "float32")
+    from omg_ta.runtime import load_runtime
+
+    rt = load_runtime("tflm", blob)
+    p = rt.predict(np.zeros((2, 49, 10, 1), np.float32))
+    assert p.shape == (2, 12) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_ds_cnn_s_is_hello_edge_sized():
+    n = build_model("ds_cnn_s", (49, 10), 12).count_params()
+    assert 20_000 < n < 30_000  # Hello Edge: DS-CNN-S has 24k parameters (38.6k before BN folding)
+
+
+def test_flex_op_is_refused_with_clear_error():
+    import tensorflow as tf
+    from tensorflow import keras
+
+    inp = keras.Input((49, 40, 1))
+    x = keras.layers.Lambda(lambda t: tf.signal.mfccs_from_log_mel_spectrograms(t[..., 0]))(inp)
+    out = keras.layers.Dense(12, activation="softmax")(keras.layers.Flatten()(x))
+    with pytest.raises(ConversionError, match="not TFLite builtins.*Flex"):
+        to_tflite(keras.Model(inp, out), "float32")
+
+
+def test_int8_needs_representative_data():
+    with pytest.raises(ConversionError, match="representative"):
+        to_tflite(build_model("tiny_conv", (49, 10), 12), "int8", None)
