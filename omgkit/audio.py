@@ -10,8 +10,8 @@ to keep is not obvious. Writing is atomic (temporary file, then rename).
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import warnings
 import wave
 from math import gcd
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AudioFormatError, OmgWarning
+from .util import atomic_write_bytes
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = 16000
@@ -112,22 +113,16 @@ def read_clip(path: str | os.PathLike, *, trim: bool = False, quiet: bool = Fals
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     """Write mono 16-bit PCM atomically."""
-    p = Path(path)
     a = np.asarray(audio)
     if a.dtype != np.int16:
         a = to_int16(a)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(a.astype("<i2").tobytes())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(a.astype("<i2").tobytes())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def fit_clip(

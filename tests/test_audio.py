@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import wave
 
 import numpy as np
@@ -88,4 +89,7 @@ def test_write_is_atomic_and_leaves_no_temp(tmp_path):
     write_wav(p, _tone(16000, 16000))
     write_wav(p, np.zeros(16000, np.int16))
     assert [f.name for f in p.parent.iterdir()] == ["b.wav"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
     assert not read_clip(p).any()
