@@ -1,0 +1,7 @@
+"""`python -m omgkit.tee --device DIR`: run a device's TEE daemon."""
+
+import sys
+
+from .daemon import main
+
+sys.exit(main())

@@ -1,0 +1,224 @@
+"""The normal world's side: an API shaped like the GlobalPlatform TEE Client API.
+
+    with TeeContext(device_dir) as ctx:                 # TEEC_InitializeContext
+        sess = ctx.open_session(TA_UUID)                # TEEC_OpenSession
+        out = sess.invoke(CMD, types, [p0, p1, p2, p3]) # TEEC_InvokeCommand
+        shm = ctx.allocate_shared_memory(n)             # TEEC_AllocateSharedMemory
+
+A parameter is ``None``, :class:`Value`, ``bytes`` (a temporary input
+memref), :class:`SharedWindow` (a window of registered shared memory) or
+:class:`Output` (an output memref of at most ``size`` bytes). Failures are
+the TA's errors (``omg_ta.errors``), rebuilt from their result codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Callable
+from multiprocessing import shared_memory
+from pathlib import Path
+from typing import Any
+
+from omg_ta.errors import BY_RESULT_CODE, OmgError
+
+from ..errors import ConfigError
+from . import wire
+from .wire import HW_SOCKET, TEE_SOCKET
+
+
+class TeeError(OmgError):
+    """The TEE or the TA failed with a result code that has no specific error."""
+
+    def __init__(self, code: int, message: str):
+        self.code = code
+        super().__init__(f"{message} (TEE result {code:#010x})")
+
+
+class TeeUnavailableError(OmgError):
+    """No TEE daemon answers for this device."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Value:
+    a: int
+    b: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    size: int = 16 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedWindow:
+    memory: SharedMemory
+    offset: int = 0
+    size: int | None = None
+
+
+class SharedMemory:
+    """Registered shared memory (TEEC_AllocateSharedMemory), a real POSIX segment."""
+
+    def __init__(self, size: int):
+        self._shm = shared_memory.SharedMemory(create=True, size=max(1, size))
+        self.size = size
+
+    @property
+    def buffer(self) -> memoryview:
+        return self._shm.buf
+
+    @property
+    def name(self) -> str:
+        return self._shm.name
+
+    def window(self, offset: int = 0, size: int | None = None) -> SharedWindow:
+        return SharedWindow(self, offset, self.size - offset if size is None else size)
+
+    def release(self) -> None:
+        self._shm.close()
+        self._shm.unlink()
+
+
+def _raise(reply: dict) -> None:
+    code = int(reply.get("code", 0xFFFF0000))
+    cls = BY_RESULT_CODE.get(code)
+    msg = str(reply.get("message", ""))
+    if cls is not None:
+        raise cls(msg) if msg else cls()
+    raise TeeError(code, msg or "TEE error")
+
+
+class Session:
+    def __init__(self, ctx: TeeContext, sid: int):
+        self.ctx, self.id = ctx, sid
+
+    def invoke(self, cmd: int, types: int, params: list[Any]) -> list[Any]:
+        """TEEC_InvokeCommand: returns the four slots (outputs filled in)."""
+        if len(params) != 4:
+            raise ConfigError("four parameters, as in the TEE Client API")
+        wire_params = []
+        for p in params:
+            if p is None:
+                wire_params.append(None)
+            elif isinstance(p, Value):
+                wire_params.append(["v", p.a, p.b])
+            elif isinstance(p, (bytes, bytearray, memoryview)):
+                wire_params.append(["m", bytes(p)])
+            elif isinstance(p, SharedWindow):
+                wire_params.append(["s", p.memory.name, p.offset, p.size])
+            elif isinstance(p, Output):
+                wire_params.append(["o", p.size])
+            else:
+                raise ConfigError(f"unsupported parameter {type(p).__name__}")
+        reply = self.ctx._call({"op": "invoke", "session": self.id, "cmd": cmd, "types": types,
+                                "params": wire_params})  # fmt: skip
+        out = []
+        for p in reply["params"]:
+            if p is None:
+                out.append(None)
+            elif p[0] == "v":
+                out.append(Value(p[1], p[2]))
+            else:
+                out.append(bytes(p[1]))
+        return out
+
+    def close(self) -> None:
+        if self.id is not None:
+            try:
+                self.ctx._call({"op": "close_session", "session": self.id})
+            finally:
+                self.id = None
+
+
+class TeeContext:
+    """A connection to a device's TEE daemon (TEEC_Context).
+
+    ``recorder``, if given, receives every frame the TEE sends back, as
+    bytes: the leak tests use it to check what crosses into the normal world.
+    """
+
+    def __init__(self, device_dir: str | os.PathLike, *, recorder: Callable[[bytes], None] | None = None,
+                 timeout: float = 120.0):  # fmt: skip
+        self.path = Path(device_dir) / TEE_SOCKET
+        self.recorder = recorder
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._shm: list[SharedMemory] = []
+
+    def open(self) -> TeeContext:
+        if self._sock is None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            try:
+                s.connect(str(self.path))
+            except OSError:
+                s.close()
+                raise TeeUnavailableError(
+                    f"no TEE daemon at {self.path}: start it (TeeDaemon(device).start(), or `omg board up`)"
+                ) from None
+            self._sock = s
+        return self
+
+    def _call(self, req: dict) -> dict:
+        self.open()
+        try:
+            wire.send(self._sock, req)
+            reply, raw = wire.recv(self._sock)
+        except OSError as e:
+            self.close()
+            raise TeeUnavailableError(f"TEE daemon connection lost: {e}") from None
+        if self.recorder:
+            self.recorder(raw)
+        if not reply.get("ok"):
+            _raise(reply)
+        return reply
+
+    def open_session(self, ta_uuid) -> Session:
+        return Session(self, self._call({"op": "open_session", "uuid": ta_uuid.bytes})["session"])
+
+    def allocate_shared_memory(self, size: int) -> SharedMemory:
+        m = SharedMemory(size)
+        self._shm.append(m)
+        return m
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for m in self._shm:
+            m.release()
+        self._shm.clear()
+
+    def __enter__(self) -> TeeContext:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def hardware(device_dir: str | os.PathLike, op: str, **fields) -> None:
+    """Talk to the daemon's hardware socket (microphone, clock): test harness and tools only."""
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(Path(device_dir) / HW_SOCKET))
+        except OSError:
+            raise TeeUnavailableError(f"no TEE daemon for {device_dir}") from None
+        wire.send(s, {"op": op, **fields})
+        reply, _ = wire.recv(s)
+    if not reply.get("ok"):
+        raise TeeError(reply.get("code", 0), reply.get("message", ""))
+
+
+def mic_feed(device_dir: str | os.PathLike, clips) -> None:
+    """Play int16 clips into the device's secure microphone."""
+    import numpy as np
+
+    a = np.asarray(clips, dtype="<i2").reshape(-1, 16000)
+    hardware(device_dir, "mic_feed", clips=[row.tobytes() for row in a])
+
+
+def set_clock_offset(device_dir: str | os.PathLike, seconds: int) -> None:
+    """Move the device's secure clock (as an attacker with hardware access could not)."""
+    hardware(device_dir, "clock_offset", seconds=int(seconds))

@@ -1,0 +1,254 @@
+"""The emulated TEE daemon: a process of its own, apart from the normal world.
+
+``python -m omgkit.tee --device DIR`` listens on two Unix sockets in
+``DIR``: ``tee.sock``, the TEE Client API (what the normal world may call),
+and ``hw.sock``, which stands in for hardware — the secure microphone's
+audio and the secure clock's setting. On a real board the normal world has
+no way to the second; in emulation it is a socket only the test harness and
+``omg`` tools use, which docs/threat-model.md states plainly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from omg_ta.errors import BY_RESULT_CODE, OmgError, SecurityError
+
+from ..errors import ConfigError
+from . import wire
+from .device import Device
+from .wire import HW_SOCKET, TEE_SOCKET
+from .world import SecureWorld
+
+PID_FILE = "tee.pid"
+TEE_ERROR_GENERIC = 0xFFFF0000
+TEE_ERROR_SHORT_BUFFER = 0xFFFF0010
+
+
+def _error_reply(e: BaseException) -> dict:
+    if isinstance(e, SecurityError):
+        # the class's fixed text only: no detail about why a check failed
+        return {"ok": False, "code": e.result_code, "message": type(e).default_message}
+    if isinstance(e, OmgError) and getattr(e, "result_code", None) in BY_RESULT_CODE:
+        return {"ok": False, "code": e.result_code, "message": str(e)}
+    print(f"tee: TA raised {type(e).__name__}", file=sys.stderr)
+    if os.environ.get("OMG_TEE_DEBUG"):
+        traceback.print_exc()
+    return {"ok": False, "code": TEE_ERROR_GENERIC, "message": "the TA failed"}
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    world: SecureWorld
+
+    def handle(self) -> None:
+        sessions: set[int] = set()
+        shm: dict[str, object] = {}
+        try:
+            while True:
+                try:
+                    req, _ = wire.recv(self.request)
+                except (wire.WireError, ConnectionError):
+                    return
+                try:
+                    reply = self.dispatch(req, sessions, shm)
+                except Exception as e:  # every failure becomes a result code
+                    reply = _error_reply(e)
+                wire.send(self.request, reply)
+        finally:
+            for sid in list(sessions):
+                self.world.close_session(sid)
+            for s in shm.values():
+                s.close()
+
+    def _param_in(self, p, shm: dict):
+        if p is None or p[0] == "o":
+            return None
+        if p[0] == "v":
+            return (int(p[1]), int(p[2]))
+        if p[0] == "m":
+            return bytes(p[1])
+        if p[0] == "s":
+            from multiprocessing import shared_memory
+
+            name, off, size = p[1], int(p[2]), int(p[3])
+            if name not in shm:
+                from multiprocessing import resource_tracker
+
+                shm[name] = shared_memory.SharedMemory(name=name)
+                # attaching must not make this process the owner (Python < 3.13 would unlink it at exit)
+                resource_tracker.unregister(shm[name]._name, "shared_memory")
+            buf = shm[name].buf
+            if off < 0 or size < 0 or off + size > len(buf):
+                raise ValueError("shared memory window out of range")
+            return bytes(buf[off : off + size])
+        raise ValueError("bad parameter")
+
+    def dispatch(self, req: dict, sessions: set[int], shm: dict) -> dict:
+        op = req.get("op")
+        w = self.world
+        if op == "open_session":
+            sid, m = w.open_session(uuid.UUID(bytes=req["uuid"]))
+            sessions.add(sid)
+            return {"ok": True, "session": sid}
+        if op == "invoke":
+            sid = req["session"]
+            if sid not in sessions:
+                raise ConfigError("session not opened on this connection")
+            params = req["params"]
+            out = w.invoke(
+                sid, int(req["cmd"]), int(req["types"]), [self._param_in(p, shm) for p in params]
+            )
+            res = []
+            for p, o in zip(params, out, strict=True):
+                if p is not None and p[0] == "o":
+                    if o is not None and len(o) > int(p[1]):
+                        return {"ok": False, "code": TEE_ERROR_SHORT_BUFFER, "message": "short buffer",
+                                "size": len(o)}  # fmt: skip
+                    res.append(["m", o or b""])
+                elif isinstance(o, tuple):
+                    res.append(["v", o[0], o[1]])
+                else:
+                    res.append(None)
+            return {"ok": True, "params": res}
+        if op == "close_session":
+            sid = req["session"]
+            if sid in sessions:
+                sessions.discard(sid)
+                w.close_session(sid)
+            return {"ok": True}
+        raise ConfigError(f"unknown op {op!r}")
+
+
+class _HwHandler(socketserver.BaseRequestHandler):
+    world: SecureWorld
+
+    def handle(self) -> None:
+        while True:
+            try:
+                req, _ = wire.recv(self.request)
+            except (wire.WireError, ConnectionError):
+                return
+            try:
+                if req["op"] == "mic_feed":
+                    self.world.mic_feed(list(req["clips"]))
+                elif req["op"] == "clock_offset":
+                    self.world.device.set_clock_offset(int(req["seconds"]))
+                elif req["op"] != "ping":
+                    raise ValueError("unknown hardware op")
+                reply = {"ok": True}
+            except Exception as e:
+                reply = {"ok": False, "code": TEE_ERROR_GENERIC, "message": str(e)}
+            wire.send(self.request, reply)
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def serve(device_dir: str | os.PathLike) -> None:
+    device = Device(device_dir)
+    world = SecureWorld(device)
+    servers = []
+    for name, handler in ((TEE_SOCKET, _Handler), (HW_SOCKET, _HwHandler)):
+        path = device.path / name
+        path.unlink(missing_ok=True)
+        h = type(handler.__name__, (handler,), {"world": world})
+        srv = _Server(str(path), h)
+        servers.append(srv)
+    os.chmod(device.path / HW_SOCKET, 0o600)
+    (device.path / PID_FILE).write_text(f"{os.getpid()}\n")
+    for s in servers[1:]:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+
+    def stop(*_):
+        threading.Thread(target=servers[0].shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        servers[0].serve_forever()
+    finally:
+        for s in servers:
+            s.server_close()
+        for name in (TEE_SOCKET, HW_SOCKET, PID_FILE):
+            (device.path / name).unlink(missing_ok=True)
+
+
+class TeeDaemon:
+    """Start and stop a device's TEE daemon as a child process."""
+
+    def __init__(self, device_dir: str | os.PathLike):
+        self.device = Path(device_dir)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.device / TEE_SOCKET
+
+    @property
+    def hw_socket(self) -> Path:
+        return self.device / HW_SOCKET
+
+    def start(self, timeout: float = 30.0) -> TeeDaemon:
+        Device(self.device)  # clear error if it is not a device
+        for name in (TEE_SOCKET, HW_SOCKET):
+            (self.device / name).unlink(missing_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "omgkit.tee", "--device", str(self.device)],
+                                     stdin=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ConfigError(f"TEE daemon exited with {self.proc.returncode}")
+            if self.socket.exists() and self.hw_socket.exists():
+                try:
+                    with socket.socket(socket.AF_UNIX) as s:
+                        s.connect(str(self.hw_socket))
+                        wire.send(s, {"op": "ping"})
+                        wire.recv(s)
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigError(f"TEE daemon did not start within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> TeeDaemon:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="the emulated TEE daemon")
+    ap.add_argument("--device", required=True)
+    serve(ap.parse_args(argv).device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The keyword TA: one entry point, one small handler per command.
+
+The TEE calls :func:`create` once per session with its internal API
+(``tee``: measurement, device id, sealing, counters, clock, microphone,
+attestation) and then :meth:`KeywordTA.invoke` per command. Each handler
+first checks its parameter types (``commands.SIGNATURES``) and fails with a
+specific error; every error is an ``OmgError`` whose ``result_code`` the
+TEE returns to the host. What leaves the TA: the token, the sealed blob,
+model info, labels (and scores if the license allows). Never the model key,
+the model or the audio.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import cbor2
+import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey
+
+from . import commands as C
+from . import license as lic
+from .errors import (
+    BadParametersError,
+    BadStateError,
+    BudgetExhaustedError,
+    DeviceMismatchError,
+    LicenseExpiredError,
+    LicenseInvalidError,
+    RollbackError,
+    UnsealError,
+)
+from .frontend import Frontend, FrontendSettings
+from .package import open_package, parse_header
+from .runtime import load_runtime
+
+CLIP_SAMPLES = 16000
+MAX_BATCH = 4096
+VENDOR_KEY_FILE = "vendor_ed25519.pub"
+
+
+class TeeApi(Protocol):
+    """What the TEE offers a TA (the GP TEE Internal API, in spirit)."""
+
+    device_id: bytes
+    measurement: bytes
+
+    def bundle_file(self, name: str) -> bytes: ...
+    def attest(self, nonce: bytes, ta_keys: dict) -> bytes: ...
+    def seal(self, data: bytes) -> bytes: ...
+    def unseal(self, blob: bytes) -> bytes: ...
+    def counter(self, name: str) -> int: ...
+    def counter_advance(self, name: str, value: int) -> None: ...
+    def now(self) -> int: ...
+    def storage_get(self, key: str) -> bytes | None: ...
+    def storage_put(self, key: str, value: bytes) -> None: ...
+    def mic_read(self, max_clips: int, timeout: float) -> list[bytes]: ...
+
+
+def _raw(pub) -> bytes:
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class KeywordTA:
+    def __init__(self, tee: TeeApi):
+        self.tee = tee
+        self.vendor = Ed25519PublicKey.from_public_bytes(tee.bundle_file(VENDOR_KEY_FILE))
+        self._kt: dict[str, Any] | None = None  # key-transport private keys, this session only
+        self._model: dict[str, Any] | None = None  # decrypted model and its settings
+        self._handlers = {
+            C.CMD_GET_ATTESTATION: self._get_attestation,
+            C.CMD_PROVISION: self._provision,
+            C.CMD_INITIALIZE: self._initialize,
+            C.CMD_CLASSIFY: self._classify,
+            C.CMD_CLOSE: self._close,
+        }
+
+    # -- dispatch ----------------------------------------------------------
+    def invoke(self, cmd: int, types: int, params: list) -> list:
+        handler = self._handlers.get(cmd)
+        if handler is None:
+            raise BadParametersError(f"unknown command {cmd}")
+        expected = C.SIGNATURES[cmd]
+        if types != expected and not (cmd == C.CMD_CLASSIFY and types == C.CLASSIFY_MIC_SIGNATURE):
+            raise BadParametersError(
+                f"command {cmd}: parameter types {types:#06x}, expected {expected:#06x}"
+            )
+        if len(params) != 4:
+            raise BadParametersError("four parameters expected")
+        return handler(params)
+
+    # -- handlers ----------------------------------------------------------
+    def _get_attestation(self, p: list) -> list:
+        nonce = p[0]
+        if not isinstance(nonce, bytes) or not 16 <= len(nonce) <= 64:
+            raise BadParametersError("nonce must be 16 to 64 bytes")
+        if self._kt is None:
+            x = x25519.X25519PrivateKey.generate()
+            m = mlkem.MLKEM768PrivateKey.generate()
+            xw = x25519.X25519PrivateKey.generate()
+            self._kt = {"X25519": x, "MLKEM768-X25519": MLKEM768X25519PrivateKey(m, xw)}
+            self._kt_pub = {"X25519": _raw(x.public_key()),
+                            "MLKEM768-X25519": [_raw(m.public_key()), _raw(xw.public_key())]}  # fmt: skip
+        return [None, self.tee.attest(nonce, self._kt_pub), None, None]
+
+    def _provision(self, p: list) -> list:
+        if self._kt is None:
+            raise BadStateError("provision needs get_attestation first in this session")
+        license = lic.parse(p[0], self.vendor)
+        if license.device_id != self.tee.device_id:
+            raise DeviceMismatchError()
+        if license.measurement != self.tee.measurement:
+            raise LicenseInvalidError("license is for another TA measurement")
+        key = lic.unwrap(license, self._kt[license.kem])
+        sealed = self.tee.seal(cbor2.dumps({"model_key": key, "license": license.digest,
+                                            "model_id": license.model_id}))  # fmt: skip
+        return [None, sealed, None, None]
+
+    def _initialize(self, p: list) -> list:
+        sealed_blob, license_blob, package = p[0], p[1], p[2]
+        license = lic.parse(license_blob, self.vendor)
+        if license.device_id != self.tee.device_id:
+            raise DeviceMismatchError()
+        try:
+            sealed = cbor2.loads(self.tee.unseal(sealed_blob))
+            key = sealed["model_key"]
+        except UnsealError:
+            raise
+        except Exception:
+            raise UnsealError() from None
+        if sealed.get("license") != license.digest:
+            raise LicenseInvalidError("sealed key belongs to another license")
+        if self.tee.now() > license.policy.not_after:
+            raise LicenseExpiredError()
+        header, _, _ = parse_header(package)
+        if header.model_id != license.model_id or header.model_version != license.model_version:
+            raise LicenseInvalidError("license is for another model or version")
+        if header.model_version < license.policy.min_version:
+            raise RollbackError()
+        counter = f"model-version:{license.model_id}"
+        if header.model_version < self.tee.counter(counter):
+            raise RollbackError()
+        header, model = open_package(package, key, self.vendor)
+        self.tee.counter_advance(counter, header.model_version)
+        spec = header.input
+        settings = FrontendSettings.from_dict(spec["frontend"])
+        runtime = load_runtime(header.runtime, model)
+        del model  # the runtime keeps its own reference; nothing else holds the plaintext
+        budget_key = f"budget:{license.license_id.hex()}"
+        if license.policy.budget is not None and self.tee.storage_get(budget_key) is None:
+            self.tee.storage_put(budget_key, str(license.policy.budget).encode())
+        self._model = {"runtime": runtime, "frontend": Frontend(settings), "license": license,
+                       "labels": header.labels, "budget_key": budget_key}  # fmt: skip
+        info = {"model_id": header.model_id, "model_version": header.model_version, "labels": header.labels,
+                "runtime": header.runtime, "scores_allowed": license.policy.scores,
+                "budget_left": self._budget_left()}  # fmt: skip
+        return [None, None, None, cbor2.dumps(info)]
+
+    def _budget_left(self) -> int | None:
+        m = self._model
+        if m is None or m["license"].policy.budget is None:
+            return None
+        return int(self.tee.storage_get(m["budget_key"]) or b"0")
+
+    def _classify(self, p: list) -> list:
+        if self._model is None:
+            raise BadStateError("classify needs initialize first")
+        value = p[0]
+        if not (isinstance(value, tuple) and len(value) == 2):
+            raise BadParametersError("p0 must be a value (source, max clips)")
+        source, max_clips = value
+        if not 1 <= max_clips <= MAX_BATCH:
+            raise BadParametersError(f"max clips must be 1..{MAX_BATCH}")
+        if source == C.SOURCE_MIC:
+            clips = self.tee.mic_read(max_clips, timeout=5.0)
+            audio = (
+                np.frombuffer(b"".join(clips), "<i2").reshape(-1, CLIP_SAMPLES) if clips else None
+            )
+        elif source == C.SOURCE_BUFFER:
+            buf = p[1]
+            if not isinstance(buf, (bytes, memoryview)) or len(buf) % (2 * CLIP_SAMPLES):
+                raise BadParametersError("audio buffer must hold whole 16000-sample int16 clips")
+            audio = np.frombuffer(buf, "<i2").reshape(-1, CLIP_SAMPLES)[:max_clips]
+        else:
+            raise BadParametersError("unknown audio source")
+        if audio is None or len(audio) == 0:
+            return [None, None, cbor2.dumps({"labels": []}), None]
+        left = self._budget_left()
+        if left is not None:
+            if left < len(audio):
+                raise BudgetExhaustedError()
+            self.tee.storage_put(self._model["budget_key"], str(left - len(audio)).encode())
+        feats = self._model["frontend"](audio)[..., None]
+        scores = self._model["runtime"].predict(feats)
+        out: dict[str, Any] = {"labels": [int(i) for i in np.argmax(scores, axis=1)]}
+        if self._model["license"].policy.scores:
+            out["scores"] = [[float(v) for v in row] for row in scores]
+        return [None, None, cbor2.dumps(out), None]
+
+    def _close(self, p: list) -> list:
+        self._model = None
+        self._kt = None
+        return [None, None, None, None]
+
+
+def create(tee: TeeApi) -> KeywordTA:
+    """Entry point the TEE calls when it opens a session."""
+    return KeywordTA(tee)
