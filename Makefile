@@ -46,7 +46,8 @@ demo: $(STAMP) $(SYSDEPS_STAMP)
 	$(BIN)/omg train --data $(ART)/corpus-$(PROFILE) --model $(MODEL) --out $(DEMO_DIR)
 	$(BIN)/omg convert --run $(DEMO_DIR)
 	$(BIN)/omg evaluate --run $(DEMO_DIR) --json $(DEMO_DIR)/evaluation.json
-	@echo "demo: results in $(DEMO_DIR)/ (evaluation.json, confusion_int8.png)"
+	$(BIN)/omg guard demo --run $(DEMO_DIR) --workdir $(DEMO_DIR)/guard
+	@echo "demo: results in $(DEMO_DIR)/ (evaluation.json, confusion_int8.png, guard/)"
 
 test: $(STAMP) $(SYSDEPS_STAMP)
 	$(BIN)/python -m pytest -q --timeout=1200

@@ -7,6 +7,7 @@ printed as one line, ``error: ...``, with exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import warnings
@@ -83,6 +84,76 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     )
     if a.json:
         print(f"wrote {a.json}")
+    return 0
+
+
+def _cmd_guard_demo(a: argparse.Namespace) -> int:
+    from .guard.demo import run_demo
+
+    def say(step) -> None:
+        print(
+            f"[{step.phase:>14}] {step.name:<15} {step.seconds * 1000:8.1f} ms  {step.outcome}",
+            flush=True,
+        )
+
+    steps = run_demo(a.run, a.workdir, kem=a.kem, say=say)
+    by_phase: dict[str, float] = {}
+    for st in steps:
+        by_phase[st.phase] = by_phase.get(st.phase, 0.0) + st.seconds
+    print("phase totals: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in by_phase.items()))
+    return 0
+
+
+def _cmd_vendor(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .guard import Vendor
+
+    if a.vendor_command == "init":
+        v = Vendor.create(a.dir)
+        print(f"vendor created in {a.dir}; public key {v.public_raw.hex()}")
+        return 0
+    v = Vendor(a.dir)
+    if a.vendor_command == "trust":
+        v.trust_manufacturer(Path(a.root_cert).read_bytes())
+        print(f"trusting manufacturer root {a.root_cert}")
+    elif a.vendor_command == "approve":
+        if a.bundle:
+            from .tee.bundle import measure, read_bundle
+
+            m = measure(read_bundle(a.bundle))
+        else:
+            m = bytes.fromhex(a.measurement)
+        v.approve(m)
+        print(f"approved measurement {m.hex()}")
+    elif a.vendor_command == "seal":
+        from .convert import model_file
+        from .run import RunDir
+        from .train import load_settings
+        from .util import atomic_write_bytes
+
+        run = RunDir(a.run)
+        model = run.require(model_file(a.quantization), f"omg convert --run {a.run}").read_bytes()
+        fe = load_settings(run.manifest()).frontend
+        pkg = v.seal_model(model, model_id=a.model_id, model_version=a.version,
+                           labels=run.manifest()["labels"]["labels"], frontend=fe.to_dict())  # fmt: skip
+        atomic_write_bytes(a.out, pkg)
+        print(f"sealed {a.model_id} v{a.version} -> {a.out} ({len(pkg)} bytes)")
+    elif a.vendor_command == "serve":
+        import time
+
+        from .guard import VendorServer
+
+        srv = VendorServer(v, a.host, a.port).start()
+        print(f"vendor service at {srv.url} (Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            srv.stop()
+    elif a.vendor_command == "ledger":
+        for row in v.ledger():
+            print(json.dumps(row))
     return 0
 
 
@@ -167,6 +238,50 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="corpus to evaluate on (default: the one trained on)")
     e.add_argument("--no-plots", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
+
+    g = sub.add_parser("guard", help="the model guard on an emulated TEE").add_subparsers(
+        dest="guard_command", required=True, metavar="ACTION"
+    )
+    gd = g.add_parser("demo", help="preparation, initialization and operation on a local emulated TEE",
+                      description="Run the three OMG phases locally and print each step's outcome and time.")  # fmt: skip
+    gd.add_argument(
+        "--run",
+        default="artifacts/demo",
+        help="a converted run (default: the one `make demo` makes)",
+    )
+    gd.add_argument("--workdir", help="where the parties live (default: a new temporary directory)")
+    gd.add_argument("--kem", default="X25519", choices=["X25519", "MLKEM768-X25519"],
+                    help="key transport for the license (MLKEM768-X25519: post-quantum hybrid)")  # fmt: skip
+    gd.set_defaults(func=_cmd_guard_demo)
+
+    v = sub.add_parser(
+        "vendor", help="the model vendor's keys, approvals, packages and service"
+    ).add_subparsers(dest="vendor_command", required=True, metavar="ACTION")
+    vi = v.add_parser("init", help="create a vendor directory (signing key, stores)")
+    vi.add_argument("dir")
+    vt = v.add_parser("trust", help="trust a device manufacturer's root certificate (DER)")
+    vt.add_argument("dir")
+    vt.add_argument("root_cert")
+    va = v.add_parser("approve", help="approve a TA measurement")
+    va.add_argument("dir")
+    grp = va.add_mutually_exclusive_group(required=True)
+    grp.add_argument("--measurement", help="hex SHA-256 measurement")
+    grp.add_argument("--bundle", help="a TA bundle directory to measure")
+    vs = v.add_parser("seal", help="encrypt and sign a run's model into a package")
+    vs.add_argument("dir")
+    vs.add_argument("--run", required=True)
+    vs.add_argument("--out", required=True)
+    vs.add_argument("--model-id", default="kws")
+    vs.add_argument("--version", type=int, default=1)
+    vs.add_argument("--quantization", default="int8", choices=["int8", "float32"])
+    vv = v.add_parser("serve", help="serve nonces and licenses over HTTP")
+    vv.add_argument("dir")
+    vv.add_argument("--host", default="127.0.0.1")
+    vv.add_argument("--port", type=int, default=8750)
+    vl = v.add_parser("ledger", help="print every license issued (JSON lines)")
+    vl.add_argument("dir")
+    for sp in (vi, vt, va, vs, vv, vl):
+        sp.set_defaults(func=_cmd_vendor)
     return p
 
 

@@ -1,4 +1,4 @@
-"""The TA and the runtime adapters import and run with TensorFlow unavailable."""
+"""The TA, its runtimes and the TEE daemon import and run with TensorFlow unavailable."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ for name in ("tensorflow", "keras", "tf_keras"):
 import numpy as np
 from omg_ta.frontend import Frontend
 from omg_ta.runtime import load_runtime
+import omg_ta.entry, omg_ta.package, omg_ta.license  # the whole TA
+import omgkit.tee.daemon, omgkit.tee.world  # the emulated TEE that hosts it
 blob = open(sys.argv[1], "rb").read()
 audio = (np.random.default_rng(0).standard_normal((3, 16000)) * 3000).astype(np.int16)
 feats = Frontend()(audio)[..., None]

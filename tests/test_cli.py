@@ -109,3 +109,52 @@ def test_fetch_data_dir_accepts_a_real_layout_and_refuses_synthetic(tiny_corpus,
 
     write_wav(tmp_path / "sc" / "yes" / "0a7c2a8d_nohash_0.wav", np.zeros(16000, np.float32))
     assert fetch("speech-commands", tmp_path, data_dir=tmp_path / "sc") == tmp_path / "sc"
+
+
+def test_guard_demo_runs_the_three_phases(tiny_run, tmp_path):
+    r = run_omg("guard", "demo", "--run", str(tiny_run), "--workdir", str(tmp_path / "demo"))
+    out = r.stdout
+    for phase in ("preparation", "initialization", "operation"):
+        assert f"[{phase:>14}]" in out
+    assert "vendor service stopped" in out and "same as plain inference" in out
+    assert "phase totals:" in out
+    # a second run in the same place replaces the first; a foreign directory is refused
+    assert (
+        run_omg(
+            "guard", "demo", "--run", str(tiny_run), "--workdir", str(tmp_path / "demo")
+        ).returncode
+        == 0
+    )
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    r = run_omg(
+        "guard", "demo", "--run", str(tiny_run), "--workdir", str(tmp_path / "mine"), check=False
+    )
+    assert r.returncode == 2 and "not an earlier guard demo" in r.stderr
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_guard_demo_without_a_run_says_what_to_do(tmp_path):
+    r = run_omg("guard", "demo", "--run", str(tmp_path / "nothing"), check=False)
+    assert r.returncode == 2 and "omg train" in r.stderr
+
+
+def test_vendor_commands(tiny_run, tmp_path):
+    from omgkit.tee import Manufacturer
+
+    vdir = tmp_path / "vendor"
+    assert "public key" in run_omg("vendor", "init", str(vdir)).stdout
+    man = Manufacturer.create(tmp_path / "man")
+    (tmp_path / "root.der").write_bytes(man.root_der)
+    run_omg("vendor", "trust", str(vdir), str(tmp_path / "root.der"))
+    assert (
+        "approved measurement " + "ab" * 32
+        in run_omg("vendor", "approve", str(vdir), "--measurement", "ab" * 32).stdout
+    )
+    out = tmp_path / "kws.omgpkg"
+    r = run_omg(
+        "vendor", "seal", str(vdir), "--run", str(tiny_run), "--out", str(out), "--version", "2"
+    )
+    assert "sealed kws v2" in r.stdout and out.read_bytes()[:6] == b"OMGPKG"
+    r = run_omg("vendor", "approve", str(vdir), check=False)
+    assert r.returncode == 2 and "--measurement" in r.stderr

@@ -37,14 +37,20 @@ TEE_ERROR_SHORT_BUFFER = 0xFFFF0010
 
 
 def _error_reply(e: BaseException) -> dict:
-    if isinstance(e, SecurityError):
+    # A TA's errors come from its own copy of omg_ta.errors (it is imported from
+    # its verified bundle), so match on the result code, not on the class.
+    code = getattr(e, "result_code", None)
+    cls = BY_RESULT_CODE.get(code) if isinstance(code, int) else None
+    if cls is not None and issubclass(cls, SecurityError):
         # the class's fixed text only: no detail about why a check failed
-        return {"ok": False, "code": e.result_code, "message": type(e).default_message}
-    if isinstance(e, OmgError) and getattr(e, "result_code", None) in BY_RESULT_CODE:
-        return {"ok": False, "code": e.result_code, "message": str(e)}
+        return {"ok": False, "code": code, "message": cls.default_message}
+    if cls is not None:
+        return {"ok": False, "code": code, "message": str(e)}
+    if isinstance(e, OmgError):
+        return {"ok": False, "code": TEE_ERROR_GENERIC, "message": str(e)}
     print(f"tee: TA raised {type(e).__name__}", file=sys.stderr)
     if os.environ.get("OMG_TEE_DEBUG"):
-        traceback.print_exc()
+        traceback.print_exception(e)
     return {"ok": False, "code": TEE_ERROR_GENERIC, "message": "the TA failed"}
 
 

@@ -1,0 +1,158 @@
+"""`omg guard demo`: the three phases on a local emulated TEE, step by step.
+
+Sets up every party in a work directory (manufacturer, TA signing key,
+vendor, one emulated device with its TEE daemon), then runs preparation
+against the vendor's HTTP service, stops the service, and runs
+initialization and operation offline. Each step's outcome and time is
+reported; the same function backs the notebooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from omg_ta.frontend import Frontend, FrontendSettings
+from omg_ta.runtime import load_runtime
+
+from ..audio import read_clip
+from ..convert import model_file
+from ..errors import ConfigError
+from ..labels import LABELS
+from ..run import RunDir
+from ..tee import Device, Manufacturer, TeeDaemon, mic_feed
+from ..tee.bundle import build_bundle
+from ..train import load_settings
+from .host import GuardedModel, install_ta
+from .vendor import Vendor, VendorClient, VendorServer
+
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
+
+
+@dataclasses.dataclass
+class Step:
+    phase: str
+    name: str
+    seconds: float
+    outcome: str
+
+
+def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = None, *, kem: str = "X25519",
+             say: Callable[[Step], None] = lambda s: None) -> list[Step]:  # fmt: skip
+    """Run preparation, initialization and operation; return the steps."""
+    run = RunDir(run_dir)
+    man = run.manifest()
+    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
+    frontend = load_settings(man).frontend if "train" in man else FrontendSettings()
+    root = Path(workdir or tempfile.mkdtemp(prefix="omg-guard-demo-"))
+    if root.is_dir() and any(root.iterdir()):
+        if not (root / ".omg-guard-demo").is_file():
+            raise ConfigError(
+                f"{root} is not empty and not an earlier guard demo; choose another --workdir"
+            )
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ".omg-guard-demo").write_text("made by omg guard demo; removed by the next one\n")
+    steps: list[Step] = []
+
+    def step(phase: str, name: str, fn):
+        t = time.perf_counter()
+        outcome = fn()
+        s = Step(phase, name, time.perf_counter() - t, outcome)
+        steps.append(s)
+        say(s)
+
+    ctx: dict = {}
+
+    def setup():
+        ctx["man"] = Manufacturer.create(root / "manufacturer")
+        ctx["ta_key"] = Ed25519PrivateKey.generate()
+        ctx["vendor"] = Vendor.create(root / "vendor")
+        ctx["vendor"].trust_manufacturer(ctx["man"].root_der)
+        ctx["device"] = Device.create(root / "device", ctx["man"], [ctx["ta_key"].public_key()])
+        return (
+            f"manufacturer, TA signer, vendor and device {ctx['device'].device_id.hex()} in {root}"
+        )
+
+    def bundle():
+        m = build_bundle(root / "bundle", ctx["vendor"].public_raw, ctx["ta_key"])
+        ctx["vendor"].approve(m)
+        install_ta(ctx["device"].path, root / "bundle")
+        return f"TA bundle signed, measurement {m.hex()[:16]}…, approved by the vendor, installed"
+
+    def seal():
+        ctx["pkg"] = ctx["vendor"].seal_model(model, model_id="kws", model_version=1, labels=list(LABELS),
+                                              frontend=frontend.to_dict())  # fmt: skip
+        return f"model ({len(model)} bytes) sealed into a {len(ctx['pkg'])}-byte package"
+
+    step("setup", "parties", setup)
+    step("setup", "TA bundle", bundle)
+    step("setup", "seal model", seal)
+    daemon = TeeDaemon(ctx["device"].path).start()
+    try:
+        g = GuardedModel(ctx["device"].path, root / "normal-world")
+        srv = VendorServer(ctx["vendor"]).start()
+        vc = VendorClient(srv.url)
+
+        def attest():
+            ctx["token"] = g.attest(vc.new_nonce())
+            return f"attestation token, {len(ctx['token'])} bytes (COSE_Sign1, chain to the manufacturer)"
+
+        def license_():
+            ctx["license"] = vc.issue_license(
+                ctx["token"], model_id="kws", model_version=1, kem=kem
+            )
+            return f"license issued by the vendor ({kem}), {len(ctx['license'])} bytes"
+
+        def provision():
+            sealed = g.provision(ctx["license"])
+            g.install_package(ctx["pkg"])
+            return f"model key unwrapped and sealed to this TA on this device ({len(sealed)} bytes)"
+
+        step("preparation", "attest", attest)
+        step("preparation", "license", license_)
+        step("preparation", "provision", provision)
+        srv.stop()
+        g.close()
+        step(
+            "preparation",
+            "vendor offline",
+            lambda: "vendor service stopped: everything below is offline",
+        )
+
+        g = GuardedModel(ctx["device"].path, root / "normal-world")
+
+        def init():
+            info = g.initialize()
+            return (f"TA loaded and measured again ({g.timings['ta_load'] * 1000:.1f} ms), key unsealed, "
+                    f"license checked, model v{info['model_version']} decrypted inside the TA")  # fmt: skip
+
+        step("initialization", "initialize", init)
+        clips = np.stack([read_clip(GOLDEN / f"{w}.wav") for w in ("yes", "no", "silence")])
+
+        def op():
+            mic_feed(ctx["device"].path, clips)
+            r = g.classify_mic(len(clips))
+            plain = load_runtime("litert", model).classify(Frontend(frontend)(clips)[..., None])
+            same = (
+                "same as plain inference"
+                if r.labels == plain.tolist()
+                else "DIFFERENT from plain inference"
+            )
+            return (
+                f"secure microphone heard yes/no/silence → {[LABELS[i] for i in r.labels]} ({same})"
+            )
+
+        step("operation", "classify", op)
+        g.close()
+    finally:
+        daemon.stop()
+    return steps
