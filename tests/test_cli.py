@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import run_omg
@@ -117,6 +118,8 @@ def test_guard_demo_runs_the_three_phases(tiny_run, tmp_path):
     for phase in ("preparation", "initialization", "operation"):
         assert f"[{phase:>14}]" in out
     assert "vendor service stopped" in out and "same as plain inference" in out
+    m = re.search(r"guarded labels equal plain on (\d+)/(\d+) clips", out)
+    assert m and m.group(1) == m.group(2) and int(m.group(2)) > 20  # the whole test split
     assert "phase totals:" in out
     # a second run in the same place replaces the first; a foreign directory is refused
     assert (

@@ -152,6 +152,29 @@ def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = Non
             )
 
         step("operation", "classify", op)
+
+        data = Path(man.get("data", {}).get("path", ""))
+        if data.is_dir():
+
+            def split():
+                from ..dataset import load_dataset
+
+                ds = load_dataset(data)
+                ho = man["data"].get("holdout_engine")
+                x, _ = ds.load(ds.select("testing", exclude_engines=[ho] if ho else None))
+                t = time.perf_counter()
+                guarded = g.classify_batch(x).labels
+                dt = time.perf_counter() - t
+                plain = (
+                    load_runtime("litert", model)
+                    .classify(Frontend(frontend)(x)[..., None])
+                    .tolist()
+                )
+                same = sum(a == b for a, b in zip(guarded, plain, strict=True))
+                return (f"test split through shared memory: guarded labels equal plain on {same}/{len(x)} clips "
+                        f"({dt / len(x) * 1000:.2f} ms per clip in the TA)")  # fmt: skip
+
+            step("operation", "test split", split)
         g.close()
     finally:
         daemon.stop()
