@@ -68,3 +68,18 @@ def test_readme_opens_with_the_two_commands():
 
 def test_ci_runs_make_test():
     assert "make test" in (REPO / ".ci/run").read_text()
+
+
+def test_public_api_resolves_and_import_stays_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, omgkit\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "missing = [n for n in omgkit.__all__ if not hasattr(omgkit, n)]\n"
+        "print(missing)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
