@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from .errors import OmgError, OmgWarning
+from .errors import ConfigError, OmgError, OmgWarning
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
@@ -157,6 +157,97 @@ def _cmd_vendor(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_board(a: argparse.Namespace) -> int:
+    from .board import emulator
+
+    c = a.board_command
+    if c == "create":
+        d = emulator.create(a.name, port=a.port)
+        st = emulator.status(a.name)
+        print(f"board {a.name} created in {d} (port {st['port']}, device {st['device_id']}); "
+              f"its host key is pinned. Start it: omg board up {a.name}")  # fmt: skip
+    elif c == "up":
+        st = emulator.up(a.name)
+        print(f"board {a.name} is up at {st['url']} (127.0.0.1:{st['port']}, pid {st['pid']})")
+    elif c == "down":
+        print(
+            f"board {a.name} stopped"
+            if emulator.down(a.name)
+            else f"board {a.name} was not running"
+        )
+    elif c == "status":
+        st = emulator.status(a.name)
+        print(json.dumps(st, indent=2) if a.json else f"{st['name']}: {'up' if st['up'] else 'down'}, "
+              f"port {st['port']}, device {st['device_id']}")  # fmt: skip
+    elif c == "list":
+        boards = emulator.list_boards()
+        for st in boards:
+            print(f"{st['url']:<20} {'up' if st['up'] else 'down':<5} port {st['port']}")
+        if not boards:
+            print("no emulated boards; `omg board create NAME` makes one")
+    elif c == "trust":
+        from .board import trust
+
+        print(f"pinned {a.url}: {trust(a.url)}")
+    elif c == "init-device":
+        from .board.workflow import init_remote_device
+
+        print(f"board {a.url} has an emulated TEE, device {init_remote_device(a.url)}")
+    return 0
+
+
+def _cmd_deploy(a: argparse.Namespace) -> int:
+    from .board.workflow import deploy_run
+
+    r = deploy_run(a.board, a.run, model_version=a.version, kem=a.kem)
+    what = (
+        "already deployed"
+        if r["skipped"]
+        else f"sent {len(r['sent'])} files, linked {len(r['linked'])}"
+    )
+    print(f"release {r['release']} on {a.board}: {what} ({r['deploy_seconds']:.2f} s); "
+          f"prepared in {r['preparation_seconds']:.2f} s; model {r['model']['model_id']} "
+          f"v{r['model']['model_version']} initialized in the board's TEE")  # fmt: skip
+    return 0
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .audio import read_clip
+    from .board.workflow import classify
+    from .labels import LABELS
+
+    names: list[str] = []
+    if a.data:
+        from .dataset import load_dataset
+
+        ds = load_dataset(a.data)
+        items = ds.select(a.split)
+        audio, truth = ds.load(items)
+        names = [it.path for it in items]
+    elif a.clips:
+        audio = np.stack([read_clip(p, trim=True) for p in a.clips])
+        truth = None
+        names = list(a.clips)
+    else:
+        raise ConfigError("give clips (WAV files) or --data DIR [--split testing]")
+    labels, t = classify(a.board, audio, mic=not a.buffer)
+    if truth is None or a.verbose:
+        for n, lab in zip(names, labels, strict=True):
+            print(f"{n}: {LABELS[lab]}")
+    if truth is not None:
+        acc = float(np.mean(np.asarray(labels) == truth))
+        print(f"{len(labels)} clips of {a.split}: accuracy {acc:.4f} on the board")
+    print(f"initialization {t['initialization_seconds'] * 1000:.0f} ms, operation {t['operation_seconds']:.2f} s, "
+          f"round trip {t['rtt_median_ms']:.2f} ms (median)")  # fmt: skip
+    if a.json:
+        from .util import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps({"labels": labels, "names": names, **t}) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .corpus.synth import PROFILES
     from .models import MODELS
@@ -253,6 +344,64 @@ def build_parser() -> argparse.ArgumentParser:
     gd.add_argument("--kem", default="X25519", choices=["X25519", "MLKEM768-X25519"],
                     help="key transport for the license (MLKEM768-X25519: post-quantum hybrid)")  # fmt: skip
     gd.set_defaults(func=_cmd_guard_demo)
+
+    b = sub.add_parser(
+        "board", help="emulated boards (create, up, down, status, list) and SSH boards"
+    ).add_subparsers(dest="board_command", required=True, metavar="ACTION")
+    bc = b.add_parser("create", help="make an emulated board (SSH keys, TEE device state)")
+    bc.add_argument("name")
+    bc.add_argument("--port", type=int, help="SSH port on 127.0.0.1 (default: a free one)")
+    for name, text in (
+        ("up", "start an emulated board (SSH server and TEE)"),
+        ("down", "stop it"),
+        ("status", "is it up; its port and device id"),
+    ):
+        bp = b.add_parser(name, help=text)
+        bp.add_argument("name")
+        if name == "status":
+            bp.add_argument("--json", action="store_true")
+    b.add_parser("list", help="every emulated board")
+    bt = b.add_parser("trust", help="fetch a board's SSH host key, show its fingerprint and pin it")
+    bt.add_argument("url")
+    bi = b.add_parser(
+        "init-device", help="give an SSH board without OP-TEE the emulated TEE's device state"
+    )
+    bi.add_argument("url")
+    for sp in b.choices.values():
+        sp.set_defaults(func=_cmd_board)
+
+    d = sub.add_parser(
+        "deploy",
+        help="seal a run's model, deploy it and the TA to a board, provision it",
+        description="Deploy atomically over SFTP, then attest, license and provision on the board.",
+    )
+    d.add_argument(
+        "--board", required=True, help="emu://NAME or ssh://user@host:port/root?python=..."
+    )
+    d.add_argument("--run", default="artifacts/demo")
+    d.add_argument(
+        "--version", type=int, default=1, help="model version (monotonic on each device)"
+    )
+    d.add_argument("--kem", default="X25519", choices=["X25519", "MLKEM768-X25519"])
+    d.set_defaults(func=_cmd_deploy)
+
+    r = sub.add_parser(
+        "run",
+        help="classify clips on a board through its secure microphone",
+        description="Initialize the deployed model in the board's TEE and classify.",
+    )
+    r.add_argument("--board", required=True)
+    r.add_argument("clips", nargs="*", help="WAV files")
+    r.add_argument("--data", help="a corpus: classify a whole split (evaluation mode)")
+    r.add_argument("--split", default="testing", choices=["training", "validation", "testing"])
+    r.add_argument(
+        "--buffer",
+        action="store_true",
+        help="hand audio in through shared memory, not the microphone",
+    )
+    r.add_argument("--json", help="write labels and timings here")
+    r.add_argument("--verbose", action="store_true", help="print every clip's label")
+    r.set_defaults(func=_cmd_run)
 
     v = sub.add_parser(
         "vendor", help="the model vendor's keys, approvals, packages and service"

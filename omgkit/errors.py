@@ -77,3 +77,62 @@ class ConversionError(OmgError):
 
 class ArtifactError(OmgError):
     """A run directory is missing a file a later step needs."""
+
+
+class BoardError(OmgError):
+    """A board cannot be reached, authenticated, or used."""
+
+
+class BoardUnreachableError(BoardError, ConnectionError):
+    def __init__(self, host: str, port: int, reason: str):
+        self.host, self.port, self.reason = host, port, reason
+        super().__init__(
+            f"board {host}:{port} is unreachable ({reason}). Is it up? For an emulated board: `omg board up NAME`."
+        )
+
+
+class BoardAuthError(BoardError):
+    def __init__(self, host: str, port: int, user: str, key: str):
+        self.host, self.port, self.user, self.key = host, port, user, key
+        super().__init__(
+            f"board {host}:{port} refused user {user!r} with key {key}: add the key's .pub to the board's "
+            "~/.ssh/authorized_keys (emulated boards: `omg board create` does this)"
+        )
+
+
+class HostKeyChangedError(BoardError):
+    def __init__(self, host: str, port: int, expected: str, got: str):
+        self.host, self.port, self.expected, self.got = host, port, expected, got
+        super().__init__(
+            f"HOST KEY CHANGED for {host}:{port}: expected {expected}, got {got}. Someone may be "
+            "impersonating the board. If the board was reinstalled, remove its line from the known_hosts "
+            "file and trust it again with `omg board trust URL`."
+        )
+
+
+class UnknownHostKeyError(BoardError):
+    def __init__(self, host: str, port: int, got: str):
+        self.host, self.port, self.got = host, port, got
+        super().__init__(
+            f"board {host}:{port} is not known (its key is {got}). Check the fingerprint on the board "
+            "(`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) and pin it with `omg board trust URL`."
+        )
+
+
+class DiskFullError(BoardError):
+    def __init__(self, host: str, path: str):
+        self.host, self.path = host, path
+        super().__init__(
+            f"board {host}: no space left writing {path}; free space on the board and deploy again"
+        )
+
+
+class RemoteCommandError(BoardError):
+    def __init__(self, command: str, status: int, stderr: str):
+        self.command, self.status, self.stderr = command, status, stderr
+        hint = ""
+        if status == 127 or "No module named" in stderr:
+            hint = " — the board's runtime is missing: prepare it with board_setup/ (or set ?python= in the URL)"
+        super().__init__(
+            f"`{command}` failed on the board with status {status}{hint}: {stderr.strip()[-400:]}"
+        )

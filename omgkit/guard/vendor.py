@@ -103,8 +103,26 @@ class Vendor:
 
     def seal_model(self, model: bytes, *, model_id: str, model_version: int, labels: list[str],
                    frontend: dict, runtime: str = "litert", input_spec: dict | None = None) -> bytes:  # fmt: skip
-        """Encrypt a TFLite model under a fresh key (kept here) and sign the package."""
+        """Encrypt a TFLite model under a fresh key (kept here) and sign the package.
+
+        A version names one model: sealing the same bytes again returns the
+        same package (so a redeployment sends nothing); other bytes under a
+        used version are refused.
+        """
+        import hashlib
+
+        from omg_ta.package import parse_header
+
         kp = self._model_key_path(model_id, model_version)
+        pp = kp.with_suffix(".omgpkg")
+        if pp.is_file():
+            old = pp.read_bytes()
+            if parse_header(old)[0].pt_sha256 == hashlib.sha256(model).digest():
+                return old
+            raise ConfigError(
+                f"model {model_id!r} version {model_version} was sealed with other bytes already; "
+                "give the new model a new version (--version)"
+            )
         if kp.exists():
             key = kp.read_bytes()
         else:
@@ -113,8 +131,10 @@ class Vendor:
             os.chmod(kp, 0o600)
         spec = dict(input_spec or {})
         spec["frontend"] = frontend
-        return seal_package(model, key, self._key(), model_id=model_id, model_version=model_version,
+        pkg = seal_package(model, key, self._key(), model_id=model_id, model_version=model_version,
                             runtime=runtime, input_spec=spec, labels=labels)  # fmt: skip
+        atomic_write_bytes(pp, pkg)
+        return pkg
 
     # -- preparation ---------------------------------------------------------
     def new_nonce(self, ttl: int = NONCE_TTL) -> bytes:

@@ -1,0 +1,245 @@
+"""The board-side agent, started over SSH exec from the board directory.
+
+One-shot commands (JSON on stdout):
+
+- ``state``: the current release and every release's manifest;
+- ``link SRC DST``: hard-link a file of an earlier release into the one
+  being uploaded (a deployment skips what the board already has);
+- ``tee-up``: start the board's emulated TEE daemon if it is not running
+  (a board with OP-TEE has its TEE already);
+- ``commit RELEASE``: check every file of ``deploy/releases/RELEASE.partial``
+  against its manifest (size and SHA-256), rename it into place, switch
+  ``deploy/current`` atomically (a symlink replaced by ``rename``), and
+  point the TEE's TA store and the normal-world package at it.
+
+``serve``: a long-lived session over stdin/stdout, frames of a 4-byte
+big-endian length and a CBOR map (docs/protocol.md): attest, provision,
+initialize, mic_play, classify_mic, classify_batch, ping, close. It drives
+the board's TEE through the TEE Client API exactly as a local app would.
+Imports nothing heavy: no TensorFlow on a board.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+from omg_ta.commands import TA_UUID
+
+KEEP_RELEASES = 3
+
+
+def _root() -> Path:
+    return Path(os.environ.get("OMG_BOARD_ROOT") or os.getcwd())
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def state() -> dict:
+    rel = _root() / "deploy" / "releases"
+    cur = _root() / "deploy" / "current"
+    out = {"current": os.readlink(cur).split("/")[-1] if cur.is_symlink() else None, "releases": {}}
+    if rel.is_dir():
+        for d in sorted(rel.iterdir()):
+            if d.is_dir() and not d.name.endswith(".partial") and (d / "manifest.json").is_file():
+                out["releases"][d.name] = json.loads((d / "manifest.json").read_text())
+    return out
+
+
+def link(src: str, dst: str) -> dict:
+    root = _root() / "deploy" / "releases"
+    s, t = (root / src).resolve(), (root / dst).resolve()
+    if root.resolve() not in s.parents or root.resolve() not in t.parents:
+        raise SystemExit("link: paths must stay under deploy/releases")
+    t.parent.mkdir(parents=True, exist_ok=True)
+    t.unlink(missing_ok=True)
+    os.link(s, t)
+    return {"ok": True}
+
+
+def _switch(link_path: Path, target: str) -> None:
+    tmp = link_path.with_name(link_path.name + ".new")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link_path)  # rename(2) is atomic: readers see the old or the new link
+
+
+def commit(release: str) -> dict:
+    root = _root()
+    rel = root / "deploy" / "releases"
+    part, final = rel / f"{release}.partial", rel / release
+    if not final.is_dir():
+        man = json.loads((part / "manifest.json").read_text())
+        bad = []
+        for path, meta in man["files"].items():
+            f = part / path
+            if not f.is_file() or f.stat().st_size != meta["size"] or _sha256(f) != meta["sha256"]:
+                bad.append(path)
+        if bad:
+            return {"ok": False, "bad": bad}
+        os.replace(part, final)
+    _switch(root / "deploy" / "current", f"releases/{release}")
+    ta_store = root / "device" / "ta"
+    ta_store.mkdir(parents=True, exist_ok=True)
+    ta_link = ta_store / str(TA_UUID)
+    if ta_link.exists() and not ta_link.is_symlink():
+        shutil.rmtree(ta_link)
+    if not ta_link.is_symlink():
+        _switch(ta_link, "../../deploy/current/ta")
+    (root / "normal").mkdir(exist_ok=True)
+    pkg = root / "normal" / "model.omgpkg"
+    if not pkg.is_symlink():
+        pkg.unlink(missing_ok=True)
+        _switch(pkg, "../deploy/current/model.omgpkg")
+    # keep the newest few releases (the current one always)
+    releases = sorted((d for d in rel.iterdir() if d.is_dir() and not d.name.endswith(".partial")),
+                      key=lambda d: d.stat().st_mtime, reverse=True)  # fmt: skip
+    for d in releases[KEEP_RELEASES:]:
+        if d.name != release:
+            shutil.rmtree(d, ignore_errors=True)
+    return {"ok": True, "current": release}
+
+
+# -- the session ---------------------------------------------------------------
+
+
+def _read_frame(stream) -> dict | None:
+    import cbor2
+
+    head = stream.read(4)
+    if len(head) < 4:
+        return None
+    (n,) = struct.unpack(">I", head)
+    body = stream.read(n)
+    if len(body) < n:
+        return None
+    return cbor2.loads(body)
+
+
+def _write_frame(stream, obj: dict) -> None:
+    import cbor2
+
+    data = cbor2.dumps(obj)
+    stream.write(struct.pack(">I", len(data)) + data)
+    stream.flush()
+
+
+def serve() -> None:
+    import numpy as np
+
+    from omg_ta.errors import OmgError, SecurityError
+
+    from ..guard.host import GuardedModel
+    from ..tee.client import mic_feed
+
+    root = _root()
+    g = GuardedModel(root / "device", root / "normal")
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        while True:
+            req = _read_frame(inp)
+            if req is None:
+                return
+            op = req.get("op")
+            try:
+                if op == "ping":
+                    res = {}
+                elif op == "attest":
+                    res = {"token": g.attest(req["nonce"])}
+                elif op == "provision":
+                    g.provision(req["license"])
+                    res = {}
+                elif op == "initialize":
+                    res = {"info": g.initialize()}
+                elif op == "mic_play":
+                    mic_feed(g.device_dir, np.frombuffer(req["audio"], "<i2").reshape(-1, 16000))
+                    res = {}
+                elif op == "classify_mic":
+                    r = g.classify_mic(int(req["n"]))
+                    res = {"labels": r.labels, "scores": r.scores, "seconds": r.seconds}
+                elif op == "classify_batch":
+                    r = g.classify_batch(np.frombuffer(req["audio"], "<i2").reshape(-1, 16000))
+                    res = {"labels": r.labels, "scores": r.scores, "seconds": r.seconds}
+                elif op == "close":
+                    _write_frame(out, {"ok": True})
+                    return
+                else:
+                    raise ValueError(f"unknown op {op!r}")
+                _write_frame(out, {"ok": True, **res})
+            except OmgError as e:
+                code = getattr(e, "result_code", None)
+                msg = type(e).default_message if isinstance(e, SecurityError) else str(e)
+                _write_frame(
+                    out, {"ok": False, "error": type(e).__name__, "code": code, "message": msg}
+                )
+            except Exception as e:  # report, keep serving
+                _write_frame(out, {"ok": False, "error": type(e).__name__, "message": str(e)})
+    finally:
+        g.close()
+
+
+def tee_up(timeout: float = 30.0) -> dict:
+    """Start the board's (emulated) TEE daemon if it is not running."""
+    import socket as _socket
+    import subprocess
+    import time
+
+    dev = _root() / "device"
+    sock = dev / "tee.sock"
+
+    def alive() -> bool:
+        try:
+            with _socket.socket(_socket.AF_UNIX) as s:
+                s.connect(str(sock))
+            return True
+        except OSError:
+            return False
+
+    if alive():
+        return {"ok": True, "started": False}
+    log = open(dev / "tee.log", "ab")
+    subprocess.Popen([sys.executable, "-m", "omgkit.tee", "--device", str(dev)], stdin=subprocess.DEVNULL,
+                     stdout=log, stderr=log, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive():
+            return {"ok": True, "started": True}
+        time.sleep(0.05)
+    return {"ok": False, "message": f"TEE daemon did not start; see {dev / 'tee.log'}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = list(sys.argv[1:] if argv is None else argv)
+    if not a:
+        print(
+            "usage: python -m omgkit.board.agent state|link SRC DST|commit RELEASE|serve",
+            file=sys.stderr,
+        )
+        return 2
+    cmd = a[0]
+    if cmd == "serve":
+        serve()
+        return 0
+    commands = {"state": lambda: state(), "link": lambda: link(a[1], a[2]), "commit": lambda: commit(a[1]),
+                "tee-up": lambda: tee_up()}  # fmt: skip
+    if cmd not in commands:
+        print(f"unknown agent command {cmd!r}", file=sys.stderr)
+        return 2
+    result = commands[cmd]()
+    print(json.dumps(result))
+    return 0 if result.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

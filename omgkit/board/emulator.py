@@ -1,0 +1,208 @@
+"""The emulated board: an asyncssh server on 127.0.0.1 over a board directory, plus its TEE.
+
+``omg board create NAME`` makes ``$OMG_HOME/boards/NAME/``:
+
+- ``board.json`` (port, user, python), ``ssh_host_key``, ``authorized_keys``
+  (the workbench's key) — and pins the host key in the workbench's
+  ``known_hosts``;
+- ``root/``: the board's filesystem as the workbench sees it: ``device/``
+  (the TEE's device state, with a device key certified by the emulated
+  manufacturer), ``deploy/`` (releases), ``normal/`` (normal-world storage).
+
+``omg board up NAME`` starts a server process: SSH exec (commands run from
+``root/`` with a known environment) and SFTP chrooted to ``root/``, and the
+board's TEE daemon. Exec is not a jail — it runs as the emulator's user —
+but SFTP cannot leave ``root/``. Several boards can run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..util import atomic_write_text
+from . import home as _home
+
+
+def board_dir(name: str) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"bad board name {name!r}")
+    return _home.boards_dir() / name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def manufacturer():
+    from ..tee import Manufacturer
+
+    p = _home.home() / "manufacturer"
+    return Manufacturer(p) if (p / "root_cert.der").is_file() else Manufacturer.create(p)
+
+
+def create(name: str, *, port: int | None = None) -> Path:
+    import asyncssh
+
+    from ..tee import Device
+
+    d = board_dir(name)
+    if (d / "board.json").exists():
+        raise ConfigError(f"board {name!r} exists already ({d}); `omg board up {name}` starts it")
+    root = d / "root"
+    for sub in ("deploy/releases", "normal"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(str(d / "ssh_host_key"))
+    os.chmod(d / "ssh_host_key", 0o600)
+    client_pub = Path(str(_home.client_key()) + ".pub").read_text()
+    atomic_write_text(d / "authorized_keys", client_pub)
+    Device.create(root / "device", manufacturer(), [_home.ta_signing_key().public_key()])
+    port = port or _free_port()
+    atomic_write_text(d / "board.json", json.dumps({"name": name, "port": port, "user": getpass.getuser(),
+                                                    "python": sys.executable}, indent=2) + "\n")  # fmt: skip
+    pub = key.export_public_key("openssh").decode().split()
+    with open(_home.known_hosts(), "a") as f:
+        f.write(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
+    return d
+
+
+def _pid(name: str) -> int | None:
+    p = board_dir(name) / "server.pid"
+    if not p.is_file():
+        return None
+    pid = int(p.read_text().strip() or 0)
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def status(name: str) -> dict:
+    d = board_dir(name)
+    if not (d / "board.json").is_file():
+        raise ConfigError(f"no emulated board {name!r}; `omg board create {name}` makes one")
+    m = json.loads((d / "board.json").read_text())
+    from ..tee import Device
+
+    dev = Device(d / "root" / "device")
+    return {"name": name, "url": f"emu://{name}", "port": m["port"], "up": _pid(name) is not None,
+            "pid": _pid(name), "device_id": dev.device_id.hex(), "path": str(d)}  # fmt: skip
+
+
+def list_boards() -> list[dict]:
+    return [
+        status(p.name) for p in sorted(_home.boards_dir().iterdir()) if (p / "board.json").is_file()
+    ]
+
+
+def up(name: str, timeout: float = 30.0) -> dict:
+    st = status(name)
+    if st["up"]:
+        return st
+    d = board_dir(name)
+    log = open(d / "server.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "omgkit.board.emulator", str(d)], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(f"board {name!r} failed to start; see {d / 'server.log'}")
+        if (d / "server.ready").is_file():
+            return status(name)
+        time.sleep(0.05)
+    proc.terminate()
+    raise ConfigError(
+        f"board {name!r} did not start within {timeout:.0f} s; see {d / 'server.log'}"
+    )
+
+
+def down(name: str, timeout: float = 15.0) -> bool:
+    pid = _pid(name)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid(name) is not None:
+        time.sleep(0.05)
+    if _pid(name) is not None:
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+async def _serve(d: Path) -> None:
+    import asyncssh
+
+    from ..tee import TeeDaemon
+
+    m = json.loads((d / "board.json").read_text())
+    root = (d / "root").resolve()
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(root),
+           "LANG": "C.UTF-8", "OMG_BOARD": m["name"]}  # fmt: skip
+    if os.environ.get("OMG_HOME"):
+        env["OMG_HOME"] = os.environ["OMG_HOME"]
+
+    async def handle(process: asyncssh.SSHServerProcess) -> None:
+        if not process.command:
+            process.stderr.write(b"this board offers exec and sftp, not interactive shells\n")
+            process.exit(1)
+            return
+        proc = await asyncio.create_subprocess_shell(
+            process.command, cwd=root, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        try:
+            await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
+            status = await proc.wait()
+            await process.stdout.drain()
+            process.exit(status)
+        except (asyncssh.Error, OSError, BrokenPipeError):
+            pass
+        finally:
+            if proc.returncode is None:  # the client went away: stop what it started
+                proc.kill()
+                await proc.wait()
+
+    tee = TeeDaemon(root / "device").start()
+    server = await asyncssh.listen(
+        "127.0.0.1", m["port"], server_host_keys=[str(d / "ssh_host_key")],
+        authorized_client_keys=str(d / "authorized_keys"), process_factory=handle, encoding=None,
+        sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()), allow_scp=False,
+        keepalive_interval=15,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    (d / "server.pid").write_text(f"{os.getpid()}\n")
+    (d / "server.ready").write_text("")
+    try:
+        await stop.wait()
+    finally:
+        (d / "server.ready").unlink(missing_ok=True)
+        server.close()
+        await server.wait_closed()
+        tee.stop()
+        (d / "server.pid").unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    asyncio.run(_serve(Path(args[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""What `omg deploy` and `omg run` do: the guard's phases on a board, from the workbench.
+
+The workbench side holds the vendor (``$OMG_HOME/vendor`` by default) and
+the TA signing key; the board holds the TEE. ``deploy_run`` seals a run's
+int8 model, builds and signs the TA bundle (the vendor approves its
+measurement), deploys both atomically, then runs preparation (attest →
+license → provision) and one initialization to check. ``classify`` opens a
+session, initializes (offline) and classifies clips played into the
+board's secure microphone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from omg_ta.frontend import FrontendSettings
+
+from ..convert import model_file
+from ..guard import Vendor
+from ..labels import LABELS
+from ..run import RunDir
+from ..tee.bundle import build_bundle
+from ..train import load_settings
+from . import home as _home
+from .connection import Board
+from .deployment import _agent, deploy
+from .emulator import manufacturer
+from .remote import RemoteEnclave
+
+MODEL_ID = "kws"
+
+
+def default_vendor() -> Vendor:
+    p = _home.home() / "vendor"
+    v = Vendor(p) if (p / "vendor.json").is_file() else Vendor.create(p)
+    v.trust_manufacturer(manufacturer().root_der)  # the emulated boards' manufacturer
+    return v
+
+
+def ta_bundle(vendor: Vendor) -> Path:
+    out = _home.home() / "bundle"
+    m = build_bundle(out, vendor.public_raw, _home.ta_signing_key())
+    vendor.approve(m)
+    return out
+
+
+def init_remote_device(url: str) -> str:
+    """Give an SSH board the emulated TEE's device state (for boards without OP-TEE)."""
+    from ..tee import Device
+
+    with tempfile.TemporaryDirectory() as tmp, Board(url) as b:
+        dev = Device.create(
+            Path(tmp) / "device", manufacturer(), [_home.ta_signing_key().public_key()]
+        )
+        sftp = b.sftp
+        for p in sorted(dev.path.rglob("*")):
+            rel = p.relative_to(dev.path.parent).as_posix()
+            target = b.sftp_path(rel)
+            if p.is_dir():
+                try:
+                    sftp.mkdir(target)
+                except OSError:
+                    pass
+            else:
+                sftp.put(str(p), target)
+                sftp.chmod(target, 0o600)
+        b.run("mkdir -p deploy/releases normal && chmod 700 device/secure")
+        return dev.device_id.hex()
+
+
+def deploy_run(url: str, run_dir: str | os.PathLike, *, model_version: int = 1, kem: str = "X25519",
+               vendor: Vendor | None = None) -> dict:  # fmt: skip
+    v = vendor or default_vendor()
+    bundle = ta_bundle(v)
+    run = RunDir(run_dir)
+    man = run.manifest()
+    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
+    fe = load_settings(man).frontend if "train" in man else FrontendSettings()
+    pkg = v.seal_model(model, model_id=MODEL_ID, model_version=model_version, labels=list(LABELS),
+                       frontend=fe.to_dict())  # fmt: skip
+    with Board(url) as b:
+        tee = _agent(b, "tee-up")
+        if not tee.get("ok"):
+            from ..errors import BoardError
+
+            raise BoardError(tee.get("message", "the board's TEE did not start"))
+        report = deploy(b, bundle, pkg)
+        t = time.perf_counter()
+        with RemoteEnclave(b) as r:
+            r.prepare(v, model_id=MODEL_ID, model_version=model_version, kem=kem)
+            prep = time.perf_counter() - t
+            info = r.initialize()
+    return {"release": report.release, "sent": report.sent, "linked": report.linked, "skipped": report.skipped,
+            "deploy_seconds": report.seconds, "preparation_seconds": prep, "model": info}  # fmt: skip
+
+
+def classify(
+    url: str, audio: np.ndarray, *, batch: int = 256, mic: bool = True
+) -> tuple[list[int], dict]:
+    """Labels for int16 clips on a deployed board; also timings."""
+    a = np.asarray(audio, dtype="<i2").reshape(-1, 16000)
+    labels: list[int] = []
+    with Board(url) as b, RemoteEnclave(b) as r:
+        t = time.perf_counter()
+        r.initialize()
+        init = time.perf_counter() - t
+        t = time.perf_counter()
+        for i in range(0, len(a), batch):
+            chunk = a[i : i + batch]
+            labels += r.classify_mic(chunk) if mic else r.classify_batch(chunk)
+        op = time.perf_counter() - t
+        rtt = sorted(r.ping() for _ in range(20))[10]
+    return labels, {
+        "initialization_seconds": init,
+        "operation_seconds": op,
+        "rtt_median_ms": rtt * 1000,
+    }

@@ -1,0 +1,300 @@
+"""Boards over SSH: the emulated board, deployment, remote sessions, and failures.
+
+Real parts: the asyncssh emulator in its own process, paramiko, SFTP, the
+board's TEE daemon. Faults are injected by a TCP proxy on loopback that
+cuts the connection after a chosen number of bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from omg_ta.frontend import Frontend
+from omg_ta.runtime import load_runtime
+from omgkit.errors import (
+    BoardAuthError,
+    BoardUnreachableError,
+    HostKeyChangedError,
+    UnknownHostKeyError,
+)
+
+
+@pytest.fixture(scope="module")
+def board_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("omghome")
+    old = os.environ.get("OMG_HOME")
+    os.environ["OMG_HOME"] = str(home)
+    yield home
+    from omgkit.board import emulator
+
+    for st in emulator.list_boards():
+        emulator.down(st["name"])
+    if old is None:
+        os.environ.pop("OMG_HOME", None)
+    else:
+        os.environ["OMG_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def board(board_home):
+    from omgkit.board import emulator
+
+    emulator.create("b1")
+    emulator.up("b1")
+    return "emu://b1"
+
+
+def test_deploy_and_run_equal_plain_inference(board, tiny_run, tiny_corpus):
+    from omgkit.board.workflow import classify, deploy_run
+    from omgkit.dataset import load_dataset
+
+    r = deploy_run(board, tiny_run)
+    assert not r["skipped"] and r["model"]["model_version"] == 1 and "model.omgpkg" in r["sent"]
+    ds = load_dataset(tiny_corpus)
+    x, _ = ds.load(ds.select("testing"))
+    labels, t = classify(board, x)
+    plain = load_runtime("litert", (tiny_run / "model_int8.tflite").read_bytes()).classify(
+        Frontend()(x)[..., None]
+    )
+    assert labels == plain.tolist()
+    assert 0 < t["rtt_median_ms"] < 1000
+    again = deploy_run(board, tiny_run)  # same release: nothing sent
+    assert again["skipped"] and again["sent"] == []
+
+
+def test_new_model_sends_only_what_changed(board, tiny_run):
+    from omgkit.board.workflow import deploy_run
+
+    r = deploy_run(board, tiny_run, model_version=2)
+    assert (
+        r["sent"] == ["model.omgpkg"] and len(r["linked"]) >= 10
+    )  # the TA files were already there
+    assert r["model"]["model_version"] == 2
+
+
+def test_several_boards_at_once(board_home, board):
+    from omgkit.board import Board, emulator
+
+    emulator.create("b2")
+    emulator.up("b2")
+    ups = [st["name"] for st in emulator.list_boards() if st["up"]]
+    assert {"b1", "b2"} <= set(ups)
+    with Board("emu://b1") as a, Board("emu://b2") as b:
+        assert a.run("cat device/secure/device_id")[1] != b.run("cat device/secure/device_id")[1]
+    assert emulator.down("b2") and not emulator.status("b2")["up"]
+
+
+def test_commands_run_from_the_board_directory(board):
+    from omgkit.board import Board
+
+    with Board(board) as b:
+        _, out, _ = b.run('pwd; echo "$OMG_BOARD_ROOT"; echo "$LANG"')
+        pwd, root, lang = out.split()
+        assert pwd == root and pwd.endswith("boards/b1/root") and lang == "C.UTF-8"
+        with pytest.raises(OSError):
+            b.sftp.stat("../board.json")  # SFTP is confined to the board directory
+
+
+def test_changed_host_key_names_both_fingerprints(board_home, board):
+    from omgkit.board import Board
+    from omgkit.board.connection import parse_url
+
+    kh = board_home / "known_hosts"
+    original = kh.read_text()
+    addr = parse_url(board)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pub = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    try:
+        kh.write_text(f"{addr.known_hosts_name} {pub}\n")
+        with pytest.raises(HostKeyChangedError) as e:
+            Board(board).open()
+        msg = str(e.value)
+        assert msg.count("SHA256:") == 2 and e.value.expected != e.value.got
+        assert "HOST KEY CHANGED" in msg
+        kh.write_text("")
+        with pytest.raises(UnknownHostKeyError, match="omg board trust"):
+            Board(board).open()
+        from omgkit.board import trust
+
+        fp = trust(board)
+        assert fp.startswith("SHA256:")
+        with Board(board) as b:
+            assert b.run("echo ok")[1].strip() == "ok"
+    finally:
+        kh.write_text(original)
+
+
+def test_wrong_client_key_is_an_authentication_error(board, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from omgkit.board.connection import parse_url
+
+    a = parse_url(board)
+    key = tmp_path / "other_key"
+    key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    os.chmod(key, 0o600)
+    from omgkit.board import Board
+
+    url = f"ssh://{a.user}@127.0.0.1:{a.port}/.?key={key}"
+    with pytest.raises(BoardAuthError, match="refused user") as e:
+        Board(url).open()
+    assert str(key) in str(e.value)
+
+
+def test_board_down_fails_fast_and_clearly(board_home):
+    from omgkit.board import Board, emulator
+
+    emulator.create("b3")  # never started
+    t = time.monotonic()
+    with pytest.raises(BoardUnreachableError, match="omg board up"):
+        Board("emu://b3", timeout=5).open()
+    assert time.monotonic() - t < 6
+
+
+# --- fault injection -----------------------------------------------------------
+
+
+class CuttingProxy:
+    """A loopback TCP proxy that cuts every connection after ``limit`` bytes upstream."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.limit: int | None = None
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.sent = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(c, s, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c, False), daemon=True).start()
+
+    def _pipe(self, a, b, upstream):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                if upstream:
+                    if self.limit is not None and self.sent + len(data) > self.limit:
+                        b.sendall(data[: max(0, self.limit - self.sent)])
+                        self.sent = self.limit
+                        break
+                    self.sent += len(data)
+                b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+
+
+def _board_state(root: Path) -> str | None:
+    """The current release, after checking it is complete; None if there is none."""
+    cur = root / "deploy" / "current"
+    if not cur.is_symlink():
+        return None
+    rel = cur.resolve()
+    man = json.loads((rel / "manifest.json").read_text())
+    for path, meta in man["files"].items():
+        data = (rel / path).read_bytes()
+        assert len(data) == meta["size"] and hashlib.sha256(data).hexdigest() == meta["sha256"], (
+            path
+        )
+    return rel.name
+
+
+def test_cut_connection_leaves_old_or_new_never_a_mix(board_home, board, tiny_run):
+    from omgkit.board import Board, deploy, emulator, trust
+    from omgkit.board.connection import parse_url
+    from omgkit.board.deployment import manifest_of, release_files, release_id
+    from omgkit.board.workflow import default_vendor, ta_bundle
+
+    v = default_vendor()
+    bundle = ta_bundle(v)
+    model = (tiny_run / "model_int8.tflite").read_bytes()
+
+    def package(n: int) -> bytes:
+        return v.seal_model(
+            model, model_id="kws", model_version=n, labels=["x"] * 12, frontend={"kind": "mfcc"}
+        )
+
+    def rid(pkg: bytes) -> str:
+        return release_id(manifest_of(release_files(bundle, pkg)))
+
+    a = parse_url(board)
+    proxy = CuttingProxy(a.port)
+    url = f"ssh://{a.user}@127.0.0.1:{proxy.port}/.?python={sys.executable}"
+    trust(url)
+    root = Path(emulator.status("b1")["path"]) / "root"
+    with Board(url) as b:
+        deploy(b, bundle, package(100))
+    proxy.sent = 0
+    with Board(url) as b:
+        deploy(b, bundle, package(101))
+    full = proxy.sent  # bytes one whole deployment of a new model sends upstream
+    rng = random.Random(7)
+    outcomes = []
+    partial_left = 0
+    for trial in range(20):
+        old = _board_state(root)
+        new_pkg = package(200 + trial)  # a release the board has never seen
+        # anywhere in the deployment; every third trial in its last stretch (the commit)
+        proxy.sent, proxy.limit = (
+            0,
+            rng.randint(1, full) if trial % 3 else full - rng.randint(0, 1500),
+        )
+        try:
+            with Board(url, timeout=3) as b:
+                deploy(b, bundle, new_pkg)
+        except Exception:
+            pass  # the cut: any error is fine, what matters is the board's state
+        proxy.limit = None
+        now = _board_state(root)
+        assert now in (old, rid(new_pkg)), f"trial {trial}: a mix or nothing ({now})"
+        outcomes.append("new" if now != old else "old")
+        partial_left += any(
+            p.name.endswith(".partial") for p in (root / "deploy" / "releases").iterdir()
+        )
+        if now == old:  # a rerun completes, reusing what the cut run left
+            with Board(url) as b:
+                deploy(b, bundle, new_pkg)
+            assert _board_state(root) == rid(new_pkg)
+    assert "old" in outcomes and partial_left > 0, (
+        outcomes
+    )  # cuts fell mid-upload, and the old release held
