@@ -14,6 +14,8 @@ MODEL ?= ds_cnn_s
 DEMO_DIR := $(ART)/demo
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
+# the demo's boards, keys and vendor live with its artifacts, not in ~/.omgkit
+demo: export OMG_HOME := $(abspath $(ART))/omg-home
 
 .PHONY: demo test test-fast lint venv sysdeps clean help
 
@@ -47,6 +49,12 @@ demo: $(STAMP) $(SYSDEPS_STAMP)
 	$(BIN)/omg convert --run $(DEMO_DIR)
 	$(BIN)/omg evaluate --run $(DEMO_DIR) --json $(DEMO_DIR)/evaluation.json
 	$(BIN)/omg guard demo --run $(DEMO_DIR) --workdir $(DEMO_DIR)/guard
+	@$(BIN)/omg board status demo >/dev/null 2>&1 || $(BIN)/omg board create demo
+	$(BIN)/omg board up demo
+	$(BIN)/omg deploy --board emu://demo --run $(DEMO_DIR)
+	$(BIN)/omg run --board emu://demo --data $(ART)/corpus-$(PROFILE) --split testing --json $(DEMO_DIR)/board_run.json
+	$(BIN)/omg bench --board emu://demo --json $(DEMO_DIR)/bench_board.json
+	$(BIN)/omg board down demo
 	@echo "demo: results in $(DEMO_DIR)/ (evaluation.json, confusion_int8.png, guard/)"
 
 test: $(STAMP) $(SYSDEPS_STAMP)

@@ -2,7 +2,8 @@
 
 The public API, importable from here. Names load lazily (PEP 562), so
 ``import omgkit`` stays light and TensorFlow loads only when training or
-conversion is called.
+conversion is called. Functions named like their module (``train``,
+``fetch``) are not here: use ``omgkit.train.train``, ``omgkit.fetch.fetch``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ __version__ = "0.1.0"
 _API = {
     # data
     "synthesize": "omgkit.corpus", "PROFILES": "omgkit.corpus", "available_engines": "omgkit.corpus",
-    "load_dataset": "omgkit.dataset", "fetch": "omgkit.fetch", "read_clip": "omgkit.audio",
+    "load_dataset": "omgkit.dataset", "read_clip": "omgkit.audio",
     "LABELS": "omgkit.labels", "KEYWORDS": "omgkit.labels",
     # ML
     "Frontend": "omg_ta.frontend", "FrontendSettings": "omg_ta.frontend",
     "build_model": "omgkit.models", "MODELS": "omgkit.models",
-    "train": "omgkit.train", "TrainSettings": "omgkit.train", "AugmentSettings": "omgkit.augment",
+    "TrainSettings": "omgkit.train", "AugmentSettings": "omgkit.augment",
     "convert_run": "omgkit.convert", "to_tflite": "omgkit.convert",
     "evaluate_run": "omgkit.evaluate", "load_runtime": "omg_ta.runtime",
     # guard and TEE

@@ -248,6 +248,23 @@ def _cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import board_rtt
+
+    res = {"board_rtt": board_rtt(a.board, a.n)}
+    r = res["board_rtt"]
+    for k in ("ping", "classify_one_clip"):
+        s = r[k]
+        print(
+            f"{k:<18} median {s['median_ms']:.3f} ms  (p10 {s['p10_ms']:.3f}, p90 {s['p90_ms']:.3f}, n={s['n']})"
+        )
+    if a.json:
+        from .util import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps(res, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .corpus.synth import PROFILES
     from .models import MODELS
@@ -402,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", help="write labels and timings here")
     r.add_argument("--verbose", action="store_true", help="print every clip's label")
     r.set_defaults(func=_cmd_run)
+
+    be = sub.add_parser(
+        "bench", help="measure (so far: round trip of classify requests to a board)"
+    )
+    be.add_argument("--board", required=True, help="a board with a deployed model")
+    be.add_argument("-n", type=int, default=50)
+    be.add_argument("--json")
+    be.set_defaults(func=_cmd_bench)
 
     v = sub.add_parser(
         "vendor", help="the model vendor's keys, approvals, packages and service"

@@ -112,3 +112,19 @@ def guard_world(tiny_run, tmp_path_factory):
     w = GuardWorld(tmp_path_factory.mktemp("guard"), (tiny_run / "model_int8.tflite").read_bytes())
     yield w
     w.close()
+
+
+@pytest.fixture(scope="session")
+def board_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("omghome")
+    old = os.environ.get("OMG_HOME")
+    os.environ["OMG_HOME"] = str(home)
+    yield home
+    from omgkit.board import emulator
+
+    for st in emulator.list_boards():
+        emulator.down(st["name"])
+    if old is None:
+        os.environ.pop("OMG_HOME", None)
+    else:
+        os.environ["OMG_HOME"] = old

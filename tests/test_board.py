@@ -30,22 +30,6 @@ from omgkit.errors import (
 
 
 @pytest.fixture(scope="module")
-def board_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("omghome")
-    old = os.environ.get("OMG_HOME")
-    os.environ["OMG_HOME"] = str(home)
-    yield home
-    from omgkit.board import emulator
-
-    for st in emulator.list_boards():
-        emulator.down(st["name"])
-    if old is None:
-        os.environ.pop("OMG_HOME", None)
-    else:
-        os.environ["OMG_HOME"] = old
-
-
-@pytest.fixture(scope="module")
 def board(board_home):
     from omgkit.board import emulator
 
@@ -58,7 +42,7 @@ def test_deploy_and_run_equal_plain_inference(board, tiny_run, tiny_corpus):
     from omgkit.board.workflow import classify, deploy_run
     from omgkit.dataset import load_dataset
 
-    r = deploy_run(board, tiny_run)
+    r = deploy_run(board, tiny_run, model_version=1)
     assert not r["skipped"] and r["model"]["model_version"] == 1 and "model.omgpkg" in r["sent"]
     ds = load_dataset(tiny_corpus)
     x, _ = ds.load(ds.select("testing"))
@@ -68,7 +52,7 @@ def test_deploy_and_run_equal_plain_inference(board, tiny_run, tiny_corpus):
     )
     assert labels == plain.tolist()
     assert 0 < t["rtt_median_ms"] < 1000
-    again = deploy_run(board, tiny_run)  # same release: nothing sent
+    again = deploy_run(board, tiny_run, model_version=1)  # same release: nothing sent
     assert again["skipped"] and again["sent"] == []
 
 
@@ -298,3 +282,29 @@ def test_cut_connection_leaves_old_or_new_never_a_mix(board_home, board, tiny_ru
     assert "old" in outcomes and partial_left > 0, (
         outcomes
     )  # cuts fell mid-upload, and the old release held
+
+
+def test_missing_runtime_on_the_board_says_so(board):
+    from omgkit.board import Board
+    from omgkit.board.connection import parse_url
+    from omgkit.board.deployment import _agent
+    from omgkit.errors import RemoteCommandError
+
+    a = parse_url(board)
+    url = f"ssh://{a.user}@127.0.0.1:{a.port}/.?python=/nonexistent/python3"
+    with Board(url) as b, pytest.raises(RemoteCommandError, match="runtime is missing"):
+        _agent(b, "state")
+
+
+def test_versions_follow_the_model_bytes(board_home, tmp_path):
+    from omgkit.guard import Vendor
+
+    v = Vendor.create(tmp_path / "v")
+    a, b = b"TFL3" * 100, b"TFL3" * 101
+    assert v.version_for("m", a) == 1
+    v.seal_model(a, model_id="m", model_version=1, labels=["x"], frontend={})
+    assert v.version_for("m", a) == 1 and v.version_for("m", b) == 2
+    from omgkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="new version"):
+        v.seal_model(b, model_id="m", model_version=1, labels=["x"], frontend={})

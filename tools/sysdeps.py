@@ -45,7 +45,7 @@ GROUPS: dict[str, list[str]] = {
         "mbrola-us3",
         "mbrola-en1",
     ],
-    "ssh": ["openssh-server", "openssh-client"],
+    "ssh": ["openssh-server", "openssh-client", "python3-venv"],
 }
 
 STATE_DIR = Path(os.environ.get("OMG_APT_STATE", "/var/tmp/omgkit-apt"))

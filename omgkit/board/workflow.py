@@ -57,23 +57,28 @@ def init_remote_device(url: str) -> str:
         dev = Device.create(
             Path(tmp) / "device", manufacturer(), [_home.ta_signing_key().public_key()]
         )
+        dirs = " ".join(
+            sorted(
+                {
+                    p.relative_to(dev.path.parent).as_posix()
+                    for p in dev.path.rglob("*")
+                    if p.is_dir()
+                }
+            )
+        )
+        b.run(f"mkdir -p device {dirs} deploy/releases normal")
         sftp = b.sftp
         for p in sorted(dev.path.rglob("*")):
             rel = p.relative_to(dev.path.parent).as_posix()
             target = b.sftp_path(rel)
-            if p.is_dir():
-                try:
-                    sftp.mkdir(target)
-                except OSError:
-                    pass
-            else:
+            if p.is_file():
                 sftp.put(str(p), target)
                 sftp.chmod(target, 0o600)
-        b.run("mkdir -p deploy/releases normal && chmod 700 device/secure")
+        b.run("chmod 700 device/secure")
         return dev.device_id.hex()
 
 
-def deploy_run(url: str, run_dir: str | os.PathLike, *, model_version: int = 1, kem: str = "X25519",
+def deploy_run(url: str, run_dir: str | os.PathLike, *, model_version: int | None = None, kem: str = "X25519",
                vendor: Vendor | None = None) -> dict:  # fmt: skip
     v = vendor or default_vendor()
     bundle = ta_bundle(v)
@@ -81,6 +86,8 @@ def deploy_run(url: str, run_dir: str | os.PathLike, *, model_version: int = 1, 
     man = run.manifest()
     model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
     fe = load_settings(man).frontend if "train" in man else FrontendSettings()
+    if model_version is None:  # the same bytes keep their version; a new model gets the next one
+        model_version = v.version_for(MODEL_ID, model)
     pkg = v.seal_model(model, model_id=MODEL_ID, model_version=model_version, labels=list(LABELS),
                        frontend=fe.to_dict())  # fmt: skip
     with Board(url) as b:

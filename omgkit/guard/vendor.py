@@ -136,6 +136,22 @@ class Vendor:
         atomic_write_bytes(pp, pkg)
         return pkg
 
+    def version_for(self, model_id: str, model: bytes) -> int:
+        """The version these bytes were sealed under, or the next unused one."""
+        import hashlib
+
+        from omg_ta.package import parse_header
+
+        digest = hashlib.sha256(model).digest()
+        used = []
+        for pp in (self.path / "models").glob("*.omgpkg"):
+            h = parse_header(pp.read_bytes())[0]
+            if h.model_id == model_id:
+                if h.pt_sha256 == digest:
+                    return h.model_version
+                used.append(h.model_version)
+        return max(used, default=0) + 1
+
     # -- preparation ---------------------------------------------------------
     def new_nonce(self, ttl: int = NONCE_TTL) -> bytes:
         n = secrets.token_bytes(32)
