@@ -308,3 +308,27 @@ def test_versions_follow_the_model_bytes(board_home, tmp_path):
 
     with pytest.raises(ConfigError, match="new version"):
         v.seal_model(b, model_id="m", model_version=1, labels=["x"], frontend={})
+
+
+def test_disk_full_is_named(board_home, tiny_run):
+    """A board whose release storage is a 64 kB tmpfs: the release does not fit."""
+    import subprocess
+
+    from omgkit.board import emulator
+    from omgkit.board.workflow import deploy_run
+    from omgkit.errors import DiskFullError
+
+    emulator.create("b4")
+    st = emulator.up("b4")
+    releases = Path(st["path"]) / "root" / "deploy" / "releases"
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(releases)], capture_output=True
+    )
+    assert r.returncode == 0, f"this test mounts a small tmpfs and needs root: {r.stderr!r}"
+    try:
+        with pytest.raises(DiskFullError, match="no space left") as e:
+            deploy_run("emu://b4", tiny_run, model_version=1)
+        assert e.value.host == "127.0.0.1" and ".partial/" in e.value.path
+    finally:
+        emulator.down("b4")
+        subprocess.run(["umount", str(releases)], check=True)

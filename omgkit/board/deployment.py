@@ -113,12 +113,10 @@ def deploy(board: Board, bundle_dir: str | os.PathLike, package: bytes) -> Deplo
                 sftp.putfo(io.BytesIO(data), tmp, file_size=len(data), confirm=True)
                 sftp.posix_rename(tmp, target)
             except OSError as e:
-                if (
-                    e.errno == errno.ENOSPC
-                    or "No space" in str(e)
-                    or "Failure" in str(e)
-                    and _full(board)
-                ):
+                # SFTP servers report a full disk in different ways (ENOSPC, a bare
+                # "Failure", or a short write that paramiko sees as a size mismatch)
+                free = _free_bytes(board, "deploy/releases")
+                if e.errno == errno.ENOSPC or (free is not None and free < len(data)):
                     raise DiskFullError(board.addr.host, target) from None
                 raise
             sent.append(path)
@@ -137,9 +135,10 @@ def deploy(board: Board, bundle_dir: str | os.PathLike, package: bytes) -> Deplo
     return DeployReport(rid, sent, linked, False, time.perf_counter() - t0)
 
 
-def _full(board: Board) -> bool:
-    rc, out, _ = board.run("df -Pk . | tail -1", check=False)
+def _free_bytes(board: Board, rel: str) -> int | None:
+    """Free bytes where ``rel`` lives on the board (None if df cannot tell)."""
+    rc, out, _ = board.run(f"df -Pk {rel} | tail -1", check=False)
     try:
-        return rc == 0 and int(out.split()[3]) < 1024
+        return int(out.split()[3]) * 1024 if rc == 0 else None
     except (IndexError, ValueError):
-        return False
+        return None

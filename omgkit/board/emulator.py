@@ -163,17 +163,36 @@ async def _serve(d: Path) -> None:
             process.command, cwd=root, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
+
+        async def pump_in() -> None:
+            try:
+                while data := await process.stdin.read(65536):
+                    proc.stdin.write(data)
+                    await proc.stdin.drain()
+            except Exception:  # the client went away: the command sees end of input
+                pass
+            finally:
+                proc.stdin.close()
+
+        async def pump_out(src, dst) -> None:
+            while data := await src.read(65536):
+                try:
+                    dst.write(data)
+                    await dst.drain()
+                except Exception:  # keep reading so the command never blocks on a full pipe
+                    pass
+
+        feeder = asyncio.create_task(pump_in())
+        # every byte of output is forwarded before the exit status is sent
+        await asyncio.gather(
+            pump_out(proc.stdout, process.stdout), pump_out(proc.stderr, process.stderr)
+        )
+        status = await proc.wait()
+        feeder.cancel()
         try:
-            await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
-            status = await proc.wait()
-            await process.stdout.drain()
             process.exit(status)
-        except (asyncssh.Error, OSError, BrokenPipeError):
+        except Exception:
             pass
-        finally:
-            if proc.returncode is None:  # the client went away: stop what it started
-                proc.kill()
-                await proc.wait()
 
     tee = TeeDaemon(root / "device").start()
     server = await asyncssh.listen(
