@@ -36,6 +36,14 @@ class AugmentSettings:
     noise_prob: float = 0.8
     snr_db: tuple[float, float] = (10.0, 30.0)
     """Signal-to-noise ratio range for background noise."""
+    vtlp: tuple[float, float] = (1.0, 1.0)
+    """Vocal tract length perturbation: mel band edges scaled by a factor from this range."""
+    vtlp_bins: int = 5
+    """VTLP factors are drawn from this many evenly spaced values (one frontend each)."""
+    time_masks: int = 0
+    """SpecAugment time masks per augmented feature map."""
+    time_mask_frames: int = 4
+    """Widest time mask, in frames."""
 
 
 def _speed(x: np.ndarray, factor: np.ndarray, apply: np.ndarray) -> np.ndarray:
@@ -115,3 +123,39 @@ def augment(
             snr = rng.uniform(*s.snr_db)
             x[i] += seg * np.sqrt(p_sig / (p_noise * 10 ** (snr / 10)))
     return np.clip(x, -1.0, 1.0)
+
+
+def featurize_augmented(settings, audio: np.ndarray, rng: np.random.Generator, s: AugmentSettings,
+                        speech: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Features of augmented audio, with VTLP and SpecAugment time masks (speech rows only).
+
+    VTLP scales the mel filterbank's band edges by a factor near 1 — a
+    linear warp of the frequency axis, as a longer or shorter vocal tract
+    would make — by computing features with a warped frontend. Time masks
+    zero (set to the map's minimum) a few consecutive frames.
+    """
+    import dataclasses as _dc
+
+    from omg_ta.frontend import Frontend
+
+    from .features import featurize
+
+    out = np.empty((audio.shape[0], *settings.shape, 1), np.float32)
+    lo, hi = s.vtlp
+    factors = np.linspace(lo, hi, s.vtlp_bins) if hi > lo else np.asarray([1.0])
+    which = rng.integers(0, len(factors), audio.shape[0])
+    which[~speech] = int(np.argmin(np.abs(factors - 1.0)))
+    for k, f in enumerate(factors):
+        idx = np.flatnonzero(which == k)
+        if idx.size == 0:
+            continue
+        upper = min(settings.upper_hz * f, settings.sample_rate / 2)
+        warped = _dc.replace(settings, lower_hz=settings.lower_hz * f, upper_hz=upper)
+        out[idx] = featurize(Frontend(warped), audio[idx])
+    for _ in range(s.time_masks):
+        for i in np.flatnonzero(speech):
+            w = int(rng.integers(0, s.time_mask_frames + 1))
+            if w:
+                t0 = int(rng.integers(0, settings.num_frames - w + 1))
+                out[i, t0 : t0 + w] = out[i].min()
+    return out

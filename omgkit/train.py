@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .augment import AugmentSettings, augment
+from .augment import AugmentSettings, augment, featurize_augmented
 from .dataset import Dataset, load_dataset, load_noise
 from .errors import ConfigError
 from .features import Frontend, FrontendSettings, featurize
@@ -97,9 +97,10 @@ def training_features(
     rng = np.random.default_rng([s.seed, 1])
     noise = [load_noise(ds.root / p) for p in ds.noise_files]
     feats = [featurize(frontend, audio)]
+    speech = labels != 0
     for _ in range(s.augment.copies):
-        aug = augment(audio, noise, rng, s.augment, is_speech=labels != 0)
-        feats.append(featurize(frontend, aug))
+        aug = augment(audio, noise, rng, s.augment, is_speech=speech)
+        feats.append(featurize_augmented(s.frontend, aug, rng, s.augment, speech))
     return np.concatenate(feats), np.tile(labels, s.augment.copies + 1)
 
 

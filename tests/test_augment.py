@@ -1,0 +1,71 @@
+"""Augmentation: deterministic, bounded, and VTLP / time masks do what they say."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from omg_ta.frontend import Frontend, FrontendSettings
+from omgkit.augment import AugmentSettings, augment, featurize_augmented
+from omgkit.features import featurize
+
+
+def _speech(n: int = 6) -> np.ndarray:
+    t = np.arange(16000) / 16000
+    env = np.exp(-(((t - 0.5) / 0.12) ** 2))
+    rows = [np.sin(2 * np.pi * (200 + 40 * i) * t) * env * 12000 for i in range(n)]
+    return np.asarray(rows, dtype=np.int16)
+
+
+def test_augment_is_seeded_and_stays_in_range():
+    x = _speech()
+    noise = [np.random.default_rng(1).standard_normal(16000 * 20).astype(np.float32) * 0.1]
+    a = augment(x, noise, np.random.default_rng(5))
+    b = augment(x, noise, np.random.default_rng(5))
+    c = augment(x, noise, np.random.default_rng(6))
+    assert a.shape == x.shape and a.dtype == np.float32
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.abs(a).max() <= 1.0
+
+
+def test_noise_lands_near_the_requested_snr():
+    x = _speech(40)
+    noise = [np.random.default_rng(1).standard_normal(16000 * 20).astype(np.float32) * 0.1]
+    s = AugmentSettings(
+        shift_ms=0, speed_prob=0, reverb_prob=0, gain_db=(0, 0), noise_prob=1.0, snr_db=(20, 20)
+    )
+    y = augment(x, noise, np.random.default_rng(0), s)
+    clean = x.astype(np.float32) / 32768
+    snr = 10 * np.log10(np.mean(clean**2, axis=1) / np.mean((y - clean) ** 2, axis=1))
+    assert np.allclose(snr, 20, atol=0.5)
+
+
+def test_silence_rows_get_no_shift_speed_or_reverb():
+    x = _speech(4)
+    s = AugmentSettings(noise_prob=0, gain_db=(0, 0), speed_prob=1, reverb_prob=1)
+    y = augment(x, [], np.random.default_rng(0), s, is_speech=np.array([False, True, False, True]))
+    assert np.allclose(y[[0, 2]], x[[0, 2]] / 32768, atol=1e-6)
+    assert not np.allclose(y[[1, 3]], x[[1, 3]] / 32768, atol=1e-3)
+
+
+def test_vtlp_warps_the_filterbank_and_masks_cover_frames():
+    settings = FrontendSettings()
+    x = _speech(8).astype(np.float32) / 32768
+    speech = np.ones(8, bool)
+    plain = featurize(Frontend(settings), x)
+    same = featurize_augmented(settings, x, np.random.default_rng(0), AugmentSettings(), speech)
+    assert np.array_equal(same, plain)  # defaults: no warp, no masks
+    warped = featurize_augmented(
+        settings, x, np.random.default_rng(0), AugmentSettings(vtlp=(0.9, 1.1)), speech
+    )
+    lo = featurize(Frontend(dataclasses.replace(settings, lower_hz=18.0, upper_hz=3600.0)), x)
+    assert any(np.allclose(warped[i], lo[i]) for i in range(8))  # some rows used the 0.9 frontend
+    assert not np.allclose(warped, plain)
+    masked = featurize_augmented(settings, x, np.random.default_rng(0),
+                                 AugmentSettings(time_masks=2, time_mask_frames=4), speech)  # fmt: skip
+    flat = [(masked[i, :, :, 0] == masked[i].min()).all(axis=1).sum() for i in range(8)]
+    assert max(flat) >= 1 and max(flat) <= 8
+    kept = featurize_augmented(settings, x, np.random.default_rng(0), AugmentSettings(vtlp=(0.9, 1.1), time_masks=2),
+                               np.zeros(8, bool))  # fmt: skip
+    assert np.array_equal(kept, plain)  # silence rows: neither
