@@ -54,12 +54,21 @@ def _error_reply(e: BaseException) -> dict:
     return {"ok": False, "code": TEE_ERROR_GENERIC, "message": "the TA failed"}
 
 
-class _Handler(socketserver.BaseRequestHandler):
+class _FrameHandler(socketserver.BaseRequestHandler):
+    """One connection: read a frame, answer it, until the peer closes."""
+
     world: SecureWorld
 
+    def reply_to(self, req: dict) -> dict:
+        raise NotImplementedError
+
+    def error_reply(self, e: Exception) -> dict:
+        return {"ok": False, "code": TEE_ERROR_GENERIC, "message": str(e)}
+
+    def closed(self) -> None:
+        """Called once the connection ends."""
+
     def handle(self) -> None:
-        sessions: set[int] = set()
-        shm: dict[str, object] = {}
         try:
             while True:
                 try:
@@ -67,15 +76,32 @@ class _Handler(socketserver.BaseRequestHandler):
                 except (wire.WireError, ConnectionError):
                     return
                 try:
-                    reply = self.dispatch(req, sessions, shm)
-                except Exception as e:  # every failure becomes a result code
-                    reply = _error_reply(e)
+                    reply = self.reply_to(req)
+                except Exception as e:  # every failure becomes a reply with a result code
+                    reply = self.error_reply(e)
                 wire.send(self.request, reply)
         finally:
-            for sid in list(sessions):
-                self.world.close_session(sid)
-            for s in shm.values():
-                s.close()
+            self.closed()
+
+
+class _Handler(_FrameHandler):
+    """The TEE Client API: sessions and shared memory live as long as the connection."""
+
+    def setup(self) -> None:
+        self.sessions: set[int] = set()
+        self.shm: dict[str, object] = {}
+
+    def reply_to(self, req: dict) -> dict:
+        return self.dispatch(req, self.sessions, self.shm)
+
+    def error_reply(self, e: Exception) -> dict:
+        return _error_reply(e)
+
+    def closed(self) -> None:
+        for sid in list(self.sessions):
+            self.world.close_session(sid)
+        for s in self.shm.values():
+            s.close()
 
     def _param_in(self, p, shm: dict):
         if p is None or p[0] == "o":
@@ -136,26 +162,17 @@ class _Handler(socketserver.BaseRequestHandler):
         raise ConfigError(f"unknown op {op!r}")
 
 
-class _HwHandler(socketserver.BaseRequestHandler):
-    world: SecureWorld
+class _HwHandler(_FrameHandler):
+    """The hardware stand-ins: the secure microphone and the secure clock."""
 
-    def handle(self) -> None:
-        while True:
-            try:
-                req, _ = wire.recv(self.request)
-            except (wire.WireError, ConnectionError):
-                return
-            try:
-                if req["op"] == "mic_feed":
-                    self.world.mic_feed(list(req["clips"]))
-                elif req["op"] == "clock_offset":
-                    self.world.device.set_clock_offset(int(req["seconds"]))
-                elif req["op"] != "ping":
-                    raise ValueError("unknown hardware op")
-                reply = {"ok": True}
-            except Exception as e:
-                reply = {"ok": False, "code": TEE_ERROR_GENERIC, "message": str(e)}
-            wire.send(self.request, reply)
+    def reply_to(self, req: dict) -> dict:
+        if req["op"] == "mic_feed":
+            self.world.mic_feed(list(req["clips"]))
+        elif req["op"] == "clock_offset":
+            self.world.device.set_clock_offset(int(req["seconds"]))
+        elif req["op"] != "ping":
+            raise ValueError("unknown hardware op")
+        return {"ok": True}
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
