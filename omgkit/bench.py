@@ -1,10 +1,11 @@
 """`omg bench`: measurements reported side by side, never asserted in tests.
 
-So far it measures a board: the round-trip time of a classify request
-over the open channel to the board agent (one clip, handed in through the
-TEE's shared memory on the board) and of an empty request (ping), with
-medians and spread. The paper-reproduction benchmark (plain against
-guarded, per phase) is issue 6.
+- ``guard_bench``: plain against guarded inference on a local emulated
+  TEE, interleaved in one run, per phase (initialization against plain
+  model loading; single clip, batch and streaming operation) and per
+  runtime; the TA process's peak RSS against a plain process's.
+- ``board_rtt``: the round-trip time of a classify request over the open
+  channel to a board's agent, and of an empty request.
 """
 
 from __future__ import annotations
@@ -39,3 +40,167 @@ def board_rtt(url: str, n: int = 50, warmup: int = 5) -> dict:
             r.classify_batch(clip)
             classify.append(time.perf_counter() - t)
     return {"board": url, "ping": _summary(ping), "classify_one_clip": _summary(classify)}
+
+
+def _rss_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a live process, MB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+_PLAIN_RSS = r"""
+import sys, numpy as np
+from omg_ta.frontend import Frontend
+from omg_ta.runtime import load_runtime
+rt = load_runtime(sys.argv[2], open(sys.argv[1], "rb").read())
+x = (np.random.default_rng(0).standard_normal((8, 16000)) * 1000).astype(np.int16)
+rt.classify(Frontend()(x)[..., None])
+print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
+"""
+
+
+def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 5,
+                runtimes: tuple[str, ...] = ("litert", "tflm"), say=print) -> dict:  # fmt: skip
+    """Plain against guarded, interleaved in one run, per phase and per runtime.
+
+    Plain = the same runtime and frontend in this process, model from bytes.
+    Guarded = the TA in the emulated TEE's process, through the TEE Client
+    API (audio through registered shared memory, or the secure microphone).
+    """
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from omg_ta.frontend import Frontend
+    from omg_ta.runtime import load_runtime
+
+    from .convert import model_file
+    from .dataset import load_dataset
+    from .guard import GuardedModel, Vendor, install_ta
+    from .labels import LABELS
+    from .run import RunDir
+    from .tee import Device, Manufacturer, TeeDaemon, mic_feed
+    from .tee.bundle import build_bundle
+    from .train import load_settings
+
+    run = RunDir(run_dir)
+    man = run.manifest()
+    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
+    model_f32 = run.require(model_file("float32"), f"omg convert --run {run.path}").read_bytes()
+    fe_settings = load_settings(man).frontend
+    root = Path(workdir or tempfile.mkdtemp(prefix="omg-bench-"))
+    data_path = Path(data or man["data"]["path"])
+    ds = load_dataset(data_path)
+    ho = man["data"].get("holdout_engine")
+    x_test, y_test = ds.load(ds.select("testing", exclude_engines=[ho] if ho else None))
+    fe = Frontend(fe_settings)
+    clip = x_test[:1]
+
+    t0 = time.perf_counter()
+    mfr = Manufacturer.create(root / "manufacturer")
+    ta_key = Ed25519PrivateKey.generate()
+    vendor = Vendor.create(root / "vendor")
+    vendor.trust_manufacturer(mfr.root_der)
+    dev = Device.create(root / "device", mfr, [ta_key.public_key()])
+    vendor.approve(build_bundle(root / "bundle", vendor.public_raw, ta_key))
+    install_ta(dev.path, root / "bundle")
+    res: dict = {
+        "model": man["train"]["settings"]["model"],
+        "test_clips": int(len(x_test)),
+        "runtimes": {},
+    }
+    daemon = TeeDaemon(dev.path).start()
+    try:
+        for rt_name in runtimes:
+            mid = f"kws-{rt_name}"
+            pkg = vendor.seal_model(model, model_id=mid, model_version=1, labels=list(LABELS),
+                                    frontend=fe_settings.to_dict(), runtime=rt_name)  # fmt: skip
+            g = GuardedModel(dev.path, root / f"normal-{rt_name}")
+            t = time.perf_counter()
+            g.prepare(vendor, model_id=mid, model_version=1)
+            prep = time.perf_counter() - t
+            g.install_package(pkg)
+            g.close()
+            # initialization (cold start) against plain model loading, interleaved
+            init_g, init_p = [], []
+            for _ in range(max(5, n // 6)):
+                t = time.perf_counter()
+                g = GuardedModel(dev.path, root / f"normal-{rt_name}")
+                g.initialize()
+                init_g.append(time.perf_counter() - t)
+                g.close()
+                t = time.perf_counter()
+                load_runtime(
+                    rt_name, model
+                )  # what a plain app does at start: interpreter, frontend
+                Frontend(fe_settings)
+                init_p.append(time.perf_counter() - t)
+            g = GuardedModel(dev.path, root / f"normal-{rt_name}")
+            g.initialize()
+            plain = load_runtime(rt_name, model)
+            shm = g.ctx.allocate_shared_memory(x_test.nbytes)
+            for _ in range(warmup):
+                g.classify_batch(clip, shm)
+                plain.classify(fe(clip)[..., None])
+            single_g, single_p, mic_g = [], [], []
+            for _ in range(n):  # interleaved: drift hits both alike
+                t = time.perf_counter()
+                g.classify_batch(clip, shm)
+                single_g.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                plain.classify(fe(clip)[..., None])
+                single_p.append(time.perf_counter() - t)
+                mic_feed(dev.path, clip)  # the microphone "hears" before the request, as in life
+                t = time.perf_counter()
+                g.classify_mic(1)
+                mic_g.append(time.perf_counter() - t)
+            batch_g, batch_p = [], []
+            reps = 3
+            for _ in range(reps):
+                t = time.perf_counter()
+                guarded_labels = g.classify_batch(x_test, shm).labels
+                batch_g.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                plain_labels = plain.classify(fe(x_test)[..., None]).tolist()
+                batch_p.append(time.perf_counter() - t)
+            g.close()
+            med = statistics.median
+            r = {
+                "preparation_ms": prep * 1000,
+                "initialization": {"guarded": _summary(init_g), "plain": _summary(init_p),
+                                   "overhead_ms": (med(init_g) - med(init_p)) * 1000},
+                "single": {"guarded": _summary(single_g), "plain": _summary(single_p),
+                           "ratio": med(single_g) / med(single_p)},
+                "streaming_mic": {"guarded": _summary(mic_g), "ratio": med(mic_g) / med(single_p)},
+                "batch": {"guarded_ms": med(batch_g) * 1000, "plain_ms": med(batch_p) * 1000,
+                          "ratio": med(batch_g) / med(batch_p), "clips": int(len(x_test))},
+                "labels_equal": guarded_labels == plain_labels,
+                "accuracy_guarded_int8": float(np.mean(np.asarray(guarded_labels) == y_test)),
+                "accuracy_plain_int8": float(np.mean(np.asarray(plain_labels) == y_test)),
+            }  # fmt: skip
+            res["runtimes"][rt_name] = r
+            say(f"{rt_name}: single ×{r['single']['ratio']:.3f}, batch ×{r['batch']['ratio']:.3f}, "
+                f"init +{r['initialization']['overhead_ms']:.1f} ms, labels equal: {r['labels_equal']}")  # fmt: skip
+        res["ta_peak_rss_mb"] = _rss_mb(daemon.proc.pid)
+    finally:
+        daemon.stop()
+    p = subprocess.run([sys.executable, "-c", _PLAIN_RSS, str(run.path / model_file("int8")), "litert"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    res["plain_peak_rss_mb"] = int(p.stdout.strip() or 0) / 1024
+    f32 = load_runtime("litert", model_f32).classify(fe(x_test)[..., None])
+    res["accuracy_plain_float32"] = float(np.mean(f32 == y_test))
+    lit, tf = res["runtimes"].get("litert", {}), res["runtimes"].get("tflm", {})
+    res.update({
+        "operation_ratio_tflm": tf.get("single", {}).get("ratio"),
+        "operation_ratio_litert_single": lit.get("single", {}).get("ratio"),
+        "operation_ratio_litert_batch": lit.get("batch", {}).get("ratio"),
+        "initialization_overhead_ms": lit.get("initialization", {}).get("overhead_ms"),
+        "labels_equal": all(r["labels_equal"] for r in res["runtimes"].values()),
+        "seconds": time.perf_counter() - t0,
+    })  # fmt: skip
+    return res

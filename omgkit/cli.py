@@ -249,15 +249,31 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import board_rtt
+    from .bench import board_rtt, guard_bench
 
-    res = {"board_rtt": board_rtt(a.board, a.n)}
-    r = res["board_rtt"]
-    for k in ("ping", "classify_one_clip"):
-        s = r[k]
-        print(
-            f"{k:<18} median {s['median_ms']:.3f} ms  (p10 {s['p10_ms']:.3f}, p90 {s['p90_ms']:.3f}, n={s['n']})"
+    if not (a.board or a.run):
+        raise ConfigError(
+            "give --run RUN (plain against guarded) and/or --board URL (round trips to a board)"
         )
+    res: dict = {}
+    if a.run:
+        res = guard_bench(a.run, data=a.data, n=a.n)
+        print(f"initialization overhead {res['initialization_overhead_ms']:.1f} ms; TA peak RSS "
+              f"{res['ta_peak_rss_mb']:.0f} MB (plain {res['plain_peak_rss_mb']:.0f} MB); labels equal: "
+              f"{res['labels_equal']}")  # fmt: skip
+        for k in (
+            "operation_ratio_tflm",
+            "operation_ratio_litert_single",
+            "operation_ratio_litert_batch",
+        ):
+            if res.get(k) is not None:
+                print(f"{k:<32} {res[k]:.3f}")
+    if a.board:
+        r = res["board_rtt"] = board_rtt(a.board, a.n)
+        for k in ("ping", "classify_one_clip"):
+            s = r[k]
+            print(f"board {k:<18} median {s['median_ms']:.3f} ms  (p10 {s['p10_ms']:.3f}, p90 {s['p90_ms']:.3f}, "
+                  f"n={s['n']})")  # fmt: skip
     if a.json:
         from .util import atomic_write_text
 
@@ -421,9 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
 
     be = sub.add_parser(
-        "bench", help="measure (so far: round trip of classify requests to a board)"
+        "bench",
+        help="plain against guarded, per phase; round trips to a board",
+        description="Measure side by side in one run, interleaved; never asserted.",
     )
-    be.add_argument("--board", required=True, help="a board with a deployed model")
+    be.add_argument("--run", help="a converted run: plain against guarded on a local emulated TEE")
+    be.add_argument("--data", help="corpus for the test split (default: the run's)")
+    be.add_argument("--board", help="a board with a deployed model: round-trip times")
     be.add_argument("-n", type=int, default=50)
     be.add_argument("--json")
     be.set_defaults(func=_cmd_bench)

@@ -161,3 +161,20 @@ def test_vendor_commands(tiny_run, tmp_path):
     assert "sealed kws v2" in r.stdout and out.read_bytes()[:6] == b"OMGPKG"
     r = run_omg("vendor", "approve", str(vdir), check=False)
     assert r.returncode == 2 and "--measurement" in r.stderr
+
+
+def test_bench_reports_plain_against_guarded(tiny_run, tmp_path):
+    out = tmp_path / "bench.json"
+    r = run_omg("bench", "--run", str(tiny_run), "-n", "6", "--json", str(out))
+    res = json.loads(out.read_text())
+    for key in ("operation_ratio_tflm", "operation_ratio_litert_single", "operation_ratio_litert_batch",
+                "initialization_overhead_ms", "ta_peak_rss_mb", "labels_equal"):  # fmt: skip
+        assert res[key] is not None, key
+    assert res["labels_equal"] is True and res["ta_peak_rss_mb"] > 10
+    assert (
+        res["runtimes"]["tflm"]["accuracy_guarded_int8"]
+        == res["runtimes"]["tflm"]["accuracy_plain_int8"]
+    )
+    assert "operation_ratio_litert_batch" in r.stdout
+    r = run_omg("bench", check=False)
+    assert r.returncode == 2 and "--run RUN" in r.stderr
