@@ -17,12 +17,13 @@ export PYTHONHASHSEED := 0
 # the demo's boards, keys and vendor live with its artifacts, not in ~/.omgkit
 demo: export OMG_HOME := $(abspath $(ART))/omg-home
 
-.PHONY: demo test test-fast lint venv sysdeps clean help
+.PHONY: demo test test-fast lint venv sysdeps clean help reproduce kick
 
 help:
 	@echo "make demo   - corpus, training, int8 conversion and evaluation (quick profile)"
 	@echo "make test   - the whole test suite"
 	@echo "make lint   - ruff"
+	@echo "make reproduce - the paper artifact (paper profile), resumable; make kick - the same on tiny data"
 
 $(STAMP): requirements/board.txt requirements/workbench.txt requirements/constraints.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: python3.11 is required (python3 not found)"; exit 1; }
@@ -56,6 +57,13 @@ demo: $(STAMP) $(SYSDEPS_STAMP)
 	$(BIN)/omg bench --board emu://demo --json $(DEMO_DIR)/bench_board.json
 	$(BIN)/omg board down demo
 	@echo "demo: results in $(DEMO_DIR)/ (evaluation.json, confusion_int8.png, guard/)"
+
+reproduce: $(STAMP) $(SYSDEPS_STAMP)
+	$(BIN)/omg reproduce --profile $(or $(REPRO_PROFILE),paper) --model $(MODEL) --artifacts $(ART) --results results
+
+# kick the tires: the whole chain on the tiny profile, a few minutes
+kick: $(STAMP) $(SYSDEPS_STAMP)
+	$(BIN)/omg reproduce --profile tiny --model $(MODEL) --artifacts $(ART) --results results
 
 test: $(STAMP) $(SYSDEPS_STAMP)
 	$(BIN)/python -m pytest -q --timeout=1200

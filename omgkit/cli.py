@@ -281,6 +281,18 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(a: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    out = reproduce(
+        profile=a.profile, model=a.model, seed=a.seed, art=a.artifacts, results=a.results
+    )
+    from .reproduce import table
+
+    print(table(out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .corpus.synth import PROFILES
     from .models import MODELS
@@ -447,6 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("-n", type=int, default=50)
     be.add_argument("--json")
     be.set_defaults(func=_cmd_bench)
+
+    rp = sub.add_parser(
+        "reproduce",
+        help="the paper artifact: corpus to benchmark, resumable",
+        description="Run every step whose output is missing; write results/<parameters>.json/.md/.png.",
+    )
+    rp.add_argument("--profile", default="paper")
+    rp.add_argument("--model", default="ds_cnn_s")
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--artifacts", default="artifacts")
+    rp.add_argument("--results", default="results")
+    rp.set_defaults(func=_cmd_reproduce)
 
     v = sub.add_parser(
         "vendor", help="the model vendor's keys, approvals, packages and service"

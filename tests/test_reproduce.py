@@ -1,0 +1,34 @@
+"""`omg reproduce`: results named after their parameters, and an interrupted run resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from omgkit.reproduce import reproduce
+
+
+def test_resumes_and_writes_named_results(tiny_corpus, tiny_run, tmp_path):
+    art, res = tmp_path / "art", tmp_path / "results"
+    # as if an earlier run had stopped after conversion
+    shutil.copytree(tiny_corpus, art / "corpus-tiny")
+    shutil.copytree(tiny_run, art / "run-tiny-ds_cnn_s-seed0")
+    (art / "run-tiny-ds_cnn_s-seed0" / "evaluation.json").unlink(missing_ok=True)
+    said: list[str] = []
+    reproduce(profile="tiny", art=str(art), results=str(res), say=said.append)
+    assert [s for s in said if "skipped" in s] == [
+        "[corpus] already done, skipped",
+        "[train] already done, skipped",
+        "[convert] already done, skipped",
+    ]
+    assert any(s.startswith("[evaluate]") and "skipped" not in s for s in said)
+    stem = res / "tiny-ds_cnn_s-seed0"
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert data["params"] == {"profile": "tiny", "model": "ds_cnn_s", "seed": 0}
+    assert data["bench"]["labels_equal"] is True and data["paper"]["plain_ms"] == 379.0
+    md = stem.with_suffix(".md").read_text()
+    assert "| guarded / plain, TFLM | 1.021 |" in md
+    assert (res / "tiny-ds_cnn_s-seed0-latency.png").stat().st_size > 5000
+    said.clear()
+    reproduce(profile="tiny", art=str(art), results=str(res), say=said.append)
+    assert sum("skipped" in s for s in said) == 5  # everything was there
