@@ -96,3 +96,12 @@ def test_short_clip_is_zero_padded_and_float_equals_int16():
     padded = np.pad(a, (0, 4000))
     assert np.array_equal(fe(a), fe(padded))
     assert np.allclose(fe(a), fe(a.astype(np.float32) / 32768.0), atol=1e-5)
+
+
+def test_large_batches_go_in_chunks_with_identical_results():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((Frontend.CHUNK * 3 + 5, 16000)) * 3000).astype(np.int16)
+    fe = Frontend()
+    whole = fe(x)
+    one_by_one = np.concatenate([fe(x[i : i + 1]) for i in range(len(x))])
+    assert whole.shape == (len(x), 49, 10) and np.array_equal(whole, one_by_one)

@@ -138,6 +138,9 @@ def dct_matrix(s: FrontendSettings) -> np.ndarray:
 class Frontend:
     """Turns batches of 16-bit or float audio into feature maps."""
 
+    CHUNK = 32
+    """Clips featurised at once; larger batches go in chunks of this size."""
+
     def __init__(self, settings: FrontendSettings | None = None):
         self.settings = settings or FrontendSettings()
         s = self.settings
@@ -174,10 +177,21 @@ class Frontend:
 
         Returns float32 of shape ``(batch, frames, features)``.
         """
+        a = self._as_float(audio)
+        if a.shape[0] <= self.CHUNK:
+            return self._features(a)
+        # bounded working memory, as a TA needs: the float64 spectra of one
+        # chunk at a time (~20 MB), not of the whole batch
+        out = np.empty((a.shape[0], *self.settings.shape), np.float32)
+        for i in range(0, a.shape[0], self.CHUNK):
+            out[i : i + self.CHUNK] = self._features(a[i : i + self.CHUNK])
+        return out
+
+    def _features(self, a: np.ndarray) -> np.ndarray:
         s = self.settings
         # float64 inside: the log of a quiet band's energy amplifies rounding
         # (float32 throughout differed from TensorFlow's float64 by 6e-4)
-        a = self._as_float(audio).astype(np.float64)
+        a = a.astype(np.float64)
         frames = np.lib.stride_tricks.sliding_window_view(a, s.window_samples, axis=1)
         frames = frames[:, :: s.hop_samples][:, : s.num_frames] * self._window
         mag = np.abs(np.fft.rfft(frames, n=s.fft_length, axis=-1))
