@@ -131,15 +131,19 @@ class Board:
         client.set_missing_host_key_policy(policy)
         try:
             client.connect(a.host, a.port, username=a.user, key_filename=a.key, sock=self._socket(),
-                           timeout=self.timeout, banner_timeout=self.timeout, auth_timeout=self.timeout,
+                           timeout=self.timeout, banner_timeout=3 * self.timeout, auth_timeout=3 * self.timeout,
                            allow_agent=False, look_for_keys=False)  # fmt: skip
         except paramiko.BadHostKeyException as e:
             client.close()
             raise HostKeyChangedError(
                 a.host, a.port, fingerprint(e.expected_key), fingerprint(e.key)
             ) from None
-        except paramiko.AuthenticationException:
+        except paramiko.AuthenticationException as e:
             client.close()
+            if "timeout" in str(e).lower():  # a slow board, not a refused key
+                raise BoardUnreachableError(
+                    a.host, a.port, f"authentication timed out after {3 * self.timeout:.0f} s"
+                ) from None
             raise BoardAuthError(a.host, a.port, a.user, a.key) from None
         except paramiko.SSHException as e:
             client.close()
