@@ -74,18 +74,16 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
     import tempfile
     from pathlib import Path
 
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from omg_ta.frontend import Frontend
     from omg_ta.runtime import load_runtime
 
     from .convert import model_file
     from .dataset import load_dataset
-    from .guard import GuardedModel, Vendor, install_ta
+    from .guard import GuardedModel
+    from .guard.local import LocalGuard
     from .labels import LABELS
     from .run import RunDir
-    from .tee import Device, Manufacturer, TeeDaemon, mic_feed
-    from .tee.bundle import build_bundle
+    from .tee import mic_feed
     from .train import load_settings
 
     run = RunDir(run_dir)
@@ -102,25 +100,21 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
     clip = x_test[:1]
 
     t0 = time.perf_counter()
-    mfr = Manufacturer.create(root / "manufacturer")
-    ta_key = Ed25519PrivateKey.generate()
-    vendor = Vendor.create(root / "vendor")
-    vendor.trust_manufacturer(mfr.root_der)
-    dev = Device.create(root / "device", mfr, [ta_key.public_key()])
-    vendor.approve(build_bundle(root / "bundle", vendor.public_raw, ta_key))
-    install_ta(dev.path, root / "bundle")
+    lg = LocalGuard.create(root)
+    vendor = lg.vendor
+    dev_path = lg.device("device")
+    daemon = lg.daemons["device"]
     res: dict = {
         "model": man["train"]["settings"]["model"],
         "test_clips": int(len(x_test)),
         "runtimes": {},
     }
-    daemon = TeeDaemon(dev.path).start()
     try:
         for rt_name in runtimes:
             mid = f"kws-{rt_name}"
             pkg = vendor.seal_model(model, model_id=mid, model_version=1, labels=list(LABELS),
                                     frontend=fe_settings.to_dict(), runtime=rt_name)  # fmt: skip
-            g = GuardedModel(dev.path, root / f"normal-{rt_name}")
+            g = GuardedModel(dev_path, root / f"normal-{rt_name}")
             t = time.perf_counter()
             g.prepare(vendor, model_id=mid, model_version=1)
             prep = time.perf_counter() - t
@@ -130,7 +124,7 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
             init_g, init_p = [], []
             for _ in range(max(5, n // 6)):
                 t = time.perf_counter()
-                g = GuardedModel(dev.path, root / f"normal-{rt_name}")
+                g = GuardedModel(dev_path, root / f"normal-{rt_name}")
                 g.initialize()
                 init_g.append(time.perf_counter() - t)
                 g.close()
@@ -140,7 +134,7 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
                 )  # what a plain app does at start: interpreter, frontend
                 Frontend(fe_settings)
                 init_p.append(time.perf_counter() - t)
-            g = GuardedModel(dev.path, root / f"normal-{rt_name}")
+            g = GuardedModel(dev_path, root / f"normal-{rt_name}")
             g.initialize()
             plain = load_runtime(rt_name, model)
             shm = g.ctx.allocate_shared_memory(x_test.nbytes)
@@ -155,7 +149,7 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
                 t = time.perf_counter()
                 plain.classify(fe(clip)[..., None])
                 single_p.append(time.perf_counter() - t)
-                mic_feed(dev.path, clip)  # the microphone "hears" before the request, as in life
+                mic_feed(dev_path, clip)  # the microphone "hears" before the request, as in life
                 t = time.perf_counter()
                 g.classify_mic(1)
                 mic_g.append(time.perf_counter() - t)
@@ -190,7 +184,7 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
                 f"init +{r['initialization']['overhead_ms']:.1f} ms, labels equal: {r['labels_equal']}")  # fmt: skip
         res["ta_peak_rss_mb"] = _rss_mb(daemon.proc.pid)
     finally:
-        daemon.stop()
+        lg.close()
     p = subprocess.run([sys.executable, "-c", _PLAIN_RSS, str(run.path / model_file("int8")), "litert"],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     res["plain_peak_rss_mb"] = int(p.stdout.strip() or 0) / 1024

@@ -52,30 +52,22 @@ def run_omg(*args: str, check: bool = True, timeout: float = 900) -> subprocess.
 
 
 class GuardWorld:
-    """A manufacturer, a TA signing key, a vendor and emulated devices: all real parts.
+    """Every party (omgkit.guard.local.LocalGuard) plus sealed packages of the tiny model.
 
-    Each device runs its own TEE daemon process; the vendor serves over
-    HTTP on loopback. ``device(name)`` makes (once) and starts a device with
-    the TA installed.
+    All real parts: each device runs its own TEE daemon process; the vendor
+    serves over HTTP on loopback in the tests that need it.
     """
 
     def __init__(self, root: Path, model: bytes):
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
         from omg_ta.frontend import FrontendSettings
-        from omgkit.guard import Vendor
+        from omgkit.guard.local import LocalGuard
         from omgkit.labels import LABELS
-        from omgkit.tee import Manufacturer
-        from omgkit.tee.bundle import build_bundle
 
-        self.root = root
-        self.model = model
-        self.manufacturer = Manufacturer.create(root / "manufacturer")
-        self.ta_key = Ed25519PrivateKey.generate()
-        self.vendor = Vendor.create(root / "vendor")
-        self.vendor.trust_manufacturer(self.manufacturer.root_der)
-        self.measurement = build_bundle(root / "bundle", self.vendor.public_raw, self.ta_key)
-        self.vendor.approve(self.measurement)
+        self.local = LocalGuard.create(root)
+        self.root, self.model = root, model
+        self.manufacturer, self.ta_key = self.local.manufacturer, self.local.ta_key
+        self.vendor, self.measurement = self.local.vendor, self.local.measurement
+        self.daemons = self.local.daemons
         self.labels = list(LABELS)
         self.frontend = FrontendSettings().to_dict()
         self.packages = {
@@ -84,27 +76,15 @@ class GuardWorld:
             )  # fmt: skip
             for v in (1, 2)
         }
-        self.daemons: dict[str, object] = {}
 
     def device(self, name: str):
-        from omgkit.guard import install_ta
-        from omgkit.tee import Device, TeeDaemon
-
-        path = self.root / name
-        if name not in self.daemons:
-            Device.create(path, self.manufacturer, [self.ta_key.public_key()])
-            install_ta(path, self.root / "bundle")
-            self.daemons[name] = TeeDaemon(path).start()
-        return path
+        return self.local.device(name)
 
     def host(self, name: str, storage: str | None = None, **kw):
-        from omgkit.guard import GuardedModel
-
-        return GuardedModel(self.device(name), self.root / (storage or f"{name}-normal"), **kw)
+        return self.local.host(name, storage, **kw)
 
     def close(self) -> None:
-        for d in self.daemons.values():
-            d.stop()
+        self.local.close()
 
 
 @pytest.fixture(scope="session")

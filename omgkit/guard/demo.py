@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from omg_ta.frontend import Frontend, FrontendSettings
 from omg_ta.runtime import load_runtime
@@ -28,11 +27,11 @@ from ..convert import model_file
 from ..errors import ConfigError
 from ..labels import LABELS
 from ..run import RunDir
-from ..tee import Device, Manufacturer, TeeDaemon, mic_feed
-from ..tee.bundle import build_bundle
+from ..tee import Device, mic_feed
 from ..train import load_settings
-from .host import GuardedModel, install_ta
-from .vendor import Vendor, VendorClient, VendorServer
+from .host import GuardedModel
+from .local import LocalGuard
+from .vendor import VendorClient, VendorServer
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
 
@@ -73,20 +72,14 @@ def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = Non
     ctx: dict = {}
 
     def setup():
-        ctx["man"] = Manufacturer.create(root / "manufacturer")
-        ctx["ta_key"] = Ed25519PrivateKey.generate()
-        ctx["vendor"] = Vendor.create(root / "vendor")
-        ctx["vendor"].trust_manufacturer(ctx["man"].root_der)
-        ctx["device"] = Device.create(root / "device", ctx["man"], [ctx["ta_key"].public_key()])
-        return (
-            f"manufacturer, TA signer, vendor and device {ctx['device'].device_id.hex()} in {root}"
-        )
+        ctx["lg"] = lg = LocalGuard.create(root)
+        ctx["vendor"] = lg.vendor
+        return (f"manufacturer, TA signer and vendor in {root}; TA bundle signed, measurement "
+                f"{lg.measurement.hex()[:16]}…, approved by the vendor")  # fmt: skip
 
-    def bundle():
-        m = build_bundle(root / "bundle", ctx["vendor"].public_raw, ctx["ta_key"])
-        ctx["vendor"].approve(m)
-        install_ta(ctx["device"].path, root / "bundle")
-        return f"TA bundle signed, measurement {m.hex()[:16]}…, approved by the vendor, installed"
+    def device():
+        ctx["device"] = Device(ctx["lg"].device("device"))
+        return f"device {ctx['device'].device_id.hex()}: TA installed, TEE daemon started"
 
     def seal():
         ctx["pkg"] = ctx["vendor"].seal_model(model, model_id="kws", model_version=1, labels=list(LABELS),
@@ -94,9 +87,8 @@ def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = Non
         return f"model ({len(model)} bytes) sealed into a {len(ctx['pkg'])}-byte package"
 
     step("setup", "parties", setup)
-    step("setup", "TA bundle", bundle)
+    step("setup", "device", device)
     step("setup", "seal model", seal)
-    daemon = TeeDaemon(ctx["device"].path).start()
     try:
         g = GuardedModel(ctx["device"].path, root / "normal-world")
         srv = VendorServer(ctx["vendor"]).start()
@@ -177,5 +169,5 @@ def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = Non
             step("operation", "test split", split)
         g.close()
     finally:
-        daemon.stop()
+        ctx["lg"].close()
     return steps
