@@ -183,6 +183,11 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 def serve(device_dir: str | os.PathLike) -> None:
     device = Device(device_dir)
     world = SecureWorld(device)
+    # The inference runtimes are part of the TEE image, as a TA's statically
+    # linked TFLM would be: load them now, not inside the first initialize.
+    from omg_ta.runtime import available_runtimes
+
+    available_runtimes()
     servers = []
     for name, handler in ((TEE_SOCKET, _Handler), (HW_SOCKET, _HwHandler)):
         path = device.path / name
