@@ -233,8 +233,12 @@ class TeeDaemon:
         Device(self.device)  # clear error if it is not a device
         for name in (TEE_SOCKET, HW_SOCKET):
             (self.device / name).unlink(missing_ok=True)
+        # One thread for BLAS, as a TA on one secure core: idle BLAS threads spinning
+        # after a request would otherwise steal the other core from the normal world.
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "omgkit.tee", "--device", str(self.device)],
-                                     stdin=subprocess.DEVNULL)  # fmt: skip
+                                     stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

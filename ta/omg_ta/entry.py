@@ -39,6 +39,7 @@ from .runtime import load_runtime
 
 CLIP_SAMPLES = 16000
 MAX_BATCH = 4096
+CHUNK = 64  # clips featurised and classified at once inside the TA
 VENDOR_KEY_FILE = "vendor_ed25519.pub"
 
 
@@ -193,8 +194,10 @@ class KeywordTA:
             if left < len(audio):
                 raise BudgetExhaustedError()
             self.tee.storage_put(self._model["budget_key"], str(left - len(audio)).encode())
-        feats = self._model["frontend"](audio)[..., None]
-        scores = self._model["runtime"].predict(feats)
+        # chunk by chunk: the TA's memory stays bounded whatever the batch size
+        frontend, runtime = self._model["frontend"], self._model["runtime"]
+        scores = np.concatenate([runtime.predict(frontend(audio[i : i + CHUNK])[..., None])
+                                 for i in range(0, len(audio), CHUNK)])  # fmt: skip
         out: dict[str, Any] = {"labels": [int(i) for i in np.argmax(scores, axis=1)]}
         if self._model["license"].policy.scores:
             out["scores"] = [[float(v) for v in row] for row in scores]

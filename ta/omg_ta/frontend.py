@@ -177,14 +177,16 @@ class Frontend:
 
         Returns float32 of shape ``(batch, frames, features)``.
         """
-        a = self._as_float(audio)
-        if a.shape[0] <= self.CHUNK:
-            return self._features(a)
-        # bounded working memory, as a TA needs: the float64 spectra of one
-        # chunk at a time (~20 MB), not of the whole batch
+        a = np.asarray(audio)
+        if a.ndim == 1:
+            a = a[None, :]
+        if a.ndim != 2:
+            raise ConfigError(f"audio must be (samples,) or (batch, samples), got shape {a.shape}")
+        # bounded working memory, as a TA needs: one chunk at a time is converted
+        # and turned into float64 spectra (~20 MB), never the whole batch
         out = np.empty((a.shape[0], *self.settings.shape), np.float32)
         for i in range(0, a.shape[0], self.CHUNK):
-            out[i : i + self.CHUNK] = self._features(a[i : i + self.CHUNK])
+            out[i : i + self.CHUNK] = self._features(self._as_float(a[i : i + self.CHUNK]))
         return out
 
     def _features(self, a: np.ndarray) -> np.ndarray:
