@@ -6,7 +6,6 @@ extracted copy to ``--data`` / ``omg data fetch --data-dir``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import urllib.error
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from .dataset import load_dataset
 from .errors import DatasetError, DownloadError, UnknownNameError
-from .util import progress
+from .util import progress, sha256_file
 
 DATASETS = {
     "speech-commands": {
@@ -54,13 +53,10 @@ def download(
             f"cannot download {url}: {e}. Offline? Use `omg data synth` for the synthetic corpus, "
             "or pass an extracted copy with --data-dir."
         ) from None
-    h = hashlib.sha256()
-    with open(part, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != sha256:
+    got = sha256_file(part)
+    if got != sha256:
         part.unlink()
-        raise DownloadError(f"{url}: SHA-256 {h.hexdigest()} does not match the expected {sha256}")
+        raise DownloadError(f"{url}: SHA-256 {got} does not match the expected {sha256}")
     os.replace(part, dest)
     return dest
 

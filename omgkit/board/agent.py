@@ -21,29 +21,21 @@ Imports nothing heavy: no TensorFlow on a board.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import struct
 import sys
 from pathlib import Path
 
 from omg_ta.commands import TA_UUID
+
+from ..util import sha256_file
 
 KEEP_RELEASES = 3
 
 
 def _root() -> Path:
     return Path(os.environ.get("OMG_BOARD_ROOT") or os.getcwd())
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def state() -> dict:
@@ -84,7 +76,11 @@ def commit(release: str) -> dict:
         bad = []
         for path, meta in man["files"].items():
             f = part / path
-            if not f.is_file() or f.stat().st_size != meta["size"] or _sha256(f) != meta["sha256"]:
+            if (
+                not f.is_file()
+                or f.stat().st_size != meta["size"]
+                or sha256_file(f) != meta["sha256"]
+            ):
                 bad.append(path)
         if bad:
             return {"ok": False, "bad": bad}
@@ -115,23 +111,25 @@ def commit(release: str) -> dict:
 
 
 def _read_frame(stream) -> dict | None:
-    import cbor2
+    """The next request (the framing of omgkit.tee.wire), or None at end of input."""
+    from ..tee.wire import WireError, read_frame
 
-    head = stream.read(4)
-    if len(head) < 4:
+    def read_exact(n: int) -> bytes:
+        data = stream.read(n)
+        if len(data) < n:
+            raise WireError("end of input")
+        return data
+
+    try:
+        return read_frame(read_exact)[0]
+    except WireError:
         return None
-    (n,) = struct.unpack(">I", head)
-    body = stream.read(n)
-    if len(body) < n:
-        return None
-    return cbor2.loads(body)
 
 
 def _write_frame(stream, obj: dict) -> None:
-    import cbor2
+    from ..tee.wire import frame
 
-    data = cbor2.dumps(obj)
-    stream.write(struct.pack(">I", len(data)) + data)
+    stream.write(frame(obj))
     stream.flush()
 
 

@@ -1,7 +1,7 @@
 """`RemoteEnclave`: the three phases on a board, over one long-lived SSH channel.
 
 The workbench starts the board agent (``python -m omgkit.board.agent
-serve``) over exec and exchanges length-prefixed CBOR frames with it on
+serve``) over exec and exchanges frames (``omgkit.tee.wire``) with it on
 that channel: no new connection or process per request. The agent drives
 the board's TEE with the TEE Client API; what comes back is what the
 board's normal world sees — tokens, labels — never the model or audio
@@ -10,16 +10,15 @@ beyond what the caller sent for evaluation.
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import Any
 
-import cbor2
 import numpy as np
 
 from omg_ta.errors import BY_RESULT_CODE, OmgError
 
 from ..errors import BoardError
+from ..tee import wire
 from .connection import Board
 
 
@@ -54,10 +53,8 @@ class RemoteEnclave:
     def call(self, op: str, **fields: Any) -> dict:
         if self._chan is None:
             self.open()
-        data = cbor2.dumps({"op": op, **fields})
-        self._chan.sendall(struct.pack(">I", len(data)) + data)
-        (n,) = struct.unpack(">I", self._recv_exact(4))
-        reply = cbor2.loads(self._recv_exact(n))
+        self._chan.sendall(wire.frame({"op": op, **fields}))
+        reply, _ = wire.read_frame(self._recv_exact)
         if not reply.get("ok"):
             cls = BY_RESULT_CODE.get(reply.get("code"))
             if cls is not None:

@@ -1,4 +1,4 @@
-"""Framing between the normal world and the emulated TEE daemon.
+"""Framing: the normal world and the TEE daemon, and the workbench and a board agent.
 
 A frame is a 4-byte big-endian length and a CBOR map. Requests carry
 ``op`` and its fields; replies carry ``ok`` and either results or
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -25,11 +26,29 @@ class WireError(OSError):
     pass
 
 
-def send(sock: socket.socket, obj: Any) -> bytes:
+def frame(obj: Any) -> bytes:
+    """One frame: the 4-byte length and the CBOR encoding of ``obj``."""
     data = cbor2.dumps(obj)
-    frame = struct.pack(">I", len(data)) + data
-    sock.sendall(frame)
-    return frame
+    return struct.pack(">I", len(data)) + data
+
+
+def read_frame(read_exact: Callable[[int], bytes]) -> tuple[Any, bytes]:
+    """Decode one frame from any byte source; ``read_exact(n)`` returns n bytes or raises.
+
+    Returns (decoded object, raw bytes as received).
+    """
+    head = read_exact(4)
+    (n,) = struct.unpack(">I", head)
+    if n > MAX_FRAME:
+        raise WireError("frame too large")
+    body = read_exact(n)
+    return cbor2.loads(body), head + body
+
+
+def send(sock: socket.socket, obj: Any) -> bytes:
+    data = frame(obj)
+    sock.sendall(data)
+    return data
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -43,10 +62,5 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def recv(sock: socket.socket) -> tuple[Any, bytes]:
-    """One frame: (decoded object, raw bytes as received)."""
-    head = _recv_exact(sock, 4)
-    (n,) = struct.unpack(">I", head)
-    if n > MAX_FRAME:
-        raise WireError("frame too large")
-    body = _recv_exact(sock, n)
-    return cbor2.loads(body), head + body
+    """One frame from a socket: (decoded object, raw bytes as received)."""
+    return read_frame(lambda n: _recv_exact(sock, n))
