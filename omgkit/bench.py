@@ -137,14 +137,13 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
             g = GuardedModel(dev_path, root / f"normal-{rt_name}")
             g.initialize()
             plain = load_runtime(rt_name, model)
-            shm = g.ctx.allocate_shared_memory(x_test.nbytes)
             for _ in range(warmup):
-                g.classify_batch(clip, shm)
+                g.classify_batch(clip)
                 plain.classify(fe(clip)[..., None])
             single_g, single_p, mic_g = [], [], []
             for _ in range(n):  # interleaved: drift hits both alike
                 t = time.perf_counter()
-                g.classify_batch(clip, shm)
+                g.classify_batch(clip)
                 single_g.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 plain.classify(fe(clip)[..., None])
@@ -157,7 +156,7 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
             reps = 3
             for _ in range(reps):
                 t = time.perf_counter()
-                guarded_labels = g.classify_batch(x_test, shm).labels
+                guarded_labels = g.classify_batch(x_test).labels
                 batch_g.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 plain_labels = plain.classify(fe(x_test)[..., None]).tolist()

@@ -46,6 +46,8 @@ class TrainSettings:
     patience: int = 6
     """Epochs without validation improvement before stopping."""
     seed: int = 0
+    balance_classes: bool = False
+    """Weight each class by the inverse of its training frequency (unknown is 3x a keyword)."""
     holdout_engine: str = "auto"
     """Engine kept out of training; ``auto`` (pico, flite, ... if present) or ``none``."""
     frontend: FrontendSettings = FrontendSettings()
@@ -171,8 +173,14 @@ def train(
         .batch(s.batch_size)
         .prefetch(2)
     )
+    class_weight = None
+    if s.balance_classes:
+        counts = np.bincount(y_tr, minlength=len(LABELS)).astype(np.float64)
+        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(LABELS), 0.0)
+        class_weight = {i: float(v) for i, v in enumerate(w)}
     hist = model.fit(
         ds_tr,
+        class_weight=class_weight,
         validation_data=(x_va, y_va),
         epochs=s.epochs,
         callbacks=callbacks,

@@ -44,3 +44,16 @@ def test_ta_package_never_imports_the_workbench():
         text = src.read_text()
         assert "import omgkit" not in text and "from omgkit" not in text, src
         assert "tensorflow" not in text.replace("TensorFlow", "").split('"""', 2)[-1], src
+
+
+def test_secure_world_does_not_load_the_vendor_or_the_host_app():
+    """The TEE daemon is the 'secure world': no vendor HTTP server, no host app, no SSH."""
+    probe = (
+        "import sys, omgkit.tee.daemon\n"
+        "bad = ('omgkit.guard.vendor', 'omgkit.guard.host', 'omgkit.board', 'http.server',"
+        " 'paramiko', 'asyncssh', 'tensorflow')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(bad)))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

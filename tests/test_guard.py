@@ -79,6 +79,29 @@ def test_three_phases_and_labels_equal_plain(world_ready, clips):
     mic_feed(g.device_dir, x[:5])
     heard = g.classify_mic(5)
     assert heard.labels == plain[:5].tolist()
+    # a batch larger than the shared-memory window streams through it in order
+    big = np.resize(x, (2 * g.SHARED_CLIPS + 7, x.shape[1]))
+    assert g.classify_batch(big).labels == np.resize(plain, len(big)).tolist()
+    assert len(g._window.buffer) == g.SHARED_CLIPS * 32000  # bounded, whatever the batch
+
+
+def test_initialize_from_shared_memory(guard_world):
+    """Inputs may come as memrefs into shared memory (views, not copies, in the TEE)."""
+    from omgkit.guard.host import LICENSE, PACKAGE, SEALED
+    from omgkit.tee.client import Output
+
+    g = _prepared(guard_world, "dev-shm-inputs")
+    blobs = [(g.storage / n).read_bytes() for n in (SEALED, LICENSE, PACKAGE)]
+    shm = g.ctx.allocate_shared_memory(sum(map(len, blobs)))
+    windows, off = [], 0
+    for b in blobs:
+        shm.buffer[off : off + len(b)] = b
+        windows.append(shm.window(off, len(b)))
+        off += len(b)
+    sig = C.SIGNATURES[C.CMD_INITIALIZE]
+    out = g._session().invoke(C.CMD_INITIALIZE, sig, [*windows, Output()])
+    assert b"kws" in out[3]
+    g.close()
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +133,7 @@ def test_modified_ta_cannot_unseal(guard_world):
     g.close()
     ta_dir = g.device_dir / "ta" / str(C.TA_UUID)
     entry = ta_dir / "entry.py"
-    entry.write_bytes(entry.read_bytes().replace(b"MAX_BATCH = 4096", b"MAX_BATCH = 4097"))
+    entry.write_bytes(entry.read_bytes() + b"\nCHUNK = 1  # a patched TA\n")
     # unsigned: the TEE refuses to load it at all
     g2 = guard_world.host("dev-modta")
     with pytest.raises(TALoadError):

@@ -60,6 +60,7 @@ class GuardedModel:
         self.session = None
         self.info: dict[str, Any] | None = None
         self.timings: dict[str, float] = {}
+        self._window: SharedMemory | None = None
 
     def _session(self):
         if self.session is None:
@@ -118,15 +119,41 @@ class GuardedModel:
                                      [Value(C.SOURCE_MIC, max_clips), None, Output(), None])  # fmt: skip
         return self._result(out[2], time.perf_counter() - t)
 
+    SHARED_CLIPS = 64
+    """Clips per shared-memory window (2,048,000 bytes, the order of OP-TEE's
+    static shared-memory pool): a larger batch streams through it in several
+    invocations, so neither world maps more than one window's worth."""
+
     def classify_batch(self, audio: np.ndarray, shared: SharedMemory | None = None) -> Result:
-        """Evaluation mode: a batch handed in through shared memory."""
-        a = np.ascontiguousarray(np.asarray(audio, dtype="<i2").reshape(-1, 16000))
+        """Evaluation mode: a batch streamed through registered shared memory.
+
+        ``shared`` is a window to reuse (one is allocated on first use
+        otherwise); its size sets how many clips go per invocation. With a
+        usage budget, each invocation spends its own clips: a budget that
+        runs out mid-batch raises after the earlier chunks were counted.
+        """
+        a = np.asarray(audio, dtype="<i2").reshape(-1, 16000)
         t = time.perf_counter()
-        shm = shared or self.ctx.allocate_shared_memory(a.nbytes)
-        shm.buffer[: a.nbytes] = a.tobytes()
-        out = self._session().invoke(C.CMD_CLASSIFY, C.SIGNATURES[C.CMD_CLASSIFY],
-                                     [Value(C.SOURCE_BUFFER, len(a)), shm.window(0, a.nbytes), Output(), None])  # fmt: skip
-        return self._result(out[2], time.perf_counter() - t)
+        if shared is None:
+            if self._window is None:
+                self._window = self.ctx.allocate_shared_memory(self.SHARED_CLIPS * 32000)
+            shared = self._window
+        per = max(1, min(len(shared.buffer) // 32000, C.MAX_BATCH))
+        view = np.frombuffer(shared.buffer, dtype="<i2", count=per * 16000).reshape(per, 16000)
+        labels: list[int] = []
+        scores: list[list[float]] | None = None
+        session = self._session()
+        for i in range(0, len(a), per):
+            chunk = a[i : i + per]
+            view[: len(chunk)] = chunk
+            out = session.invoke(C.CMD_CLASSIFY, C.SIGNATURES[C.CMD_CLASSIFY],
+                                 [Value(C.SOURCE_BUFFER, len(chunk)), shared.window(0, chunk.nbytes), Output(), None])  # fmt: skip
+            d = cbor2.loads(out[2])
+            labels += list(d["labels"])
+            if d.get("scores") is not None:
+                scores = (scores or []) + list(d["scores"])
+        del view  # the window's buffer must not stay exported
+        return Result(labels, scores, time.perf_counter() - t)
 
     @staticmethod
     def _result(blob: bytes, seconds: float) -> Result:
@@ -134,6 +161,7 @@ class GuardedModel:
         return Result(list(d["labels"]), d.get("scores"), seconds)
 
     def close(self) -> None:
+        self._window = None  # released with the context
         if self.session is not None:
             try:
                 self.session.close()

@@ -101,7 +101,10 @@ class _Handler(_FrameHandler):
         for sid in list(self.sessions):
             self.world.close_session(sid)
         for s in self.shm.values():
-            s.close()
+            try:
+                s.close()
+            except BufferError:
+                pass  # a view is still alive; the mapping goes with the process
 
     def _param_in(self, p, shm: dict):
         if p is None or p[0] == "o":
@@ -123,7 +126,9 @@ class _Handler(_FrameHandler):
             buf = shm[name].buf
             if off < 0 or size < 0 or off + size > len(buf):
                 raise ValueError("shared memory window out of range")
-            return bytes(buf[off : off + size])
+            # a memref into shared memory, not a copy (as OP-TEE maps it into
+            # the TA); the TA copies what it checks (omg_ta.commands)
+            return buf[off : off + size].toreadonly()
         raise ValueError("bad parameter")
 
     def dispatch(self, req: dict, sessions: set[int], shm: dict) -> dict:
@@ -138,9 +143,16 @@ class _Handler(_FrameHandler):
             if sid not in sessions:
                 raise ConfigError("session not opened on this connection")
             params = req["params"]
-            out = w.invoke(
-                sid, int(req["cmd"]), int(req["types"]), [self._param_in(p, shm) for p in params]
-            )
+            args = [self._param_in(p, shm) for p in params]
+            try:
+                out = w.invoke(sid, int(req["cmd"]), int(req["types"]), args)
+            finally:
+                for a in args:  # the TA's views into shared memory end with the call
+                    if isinstance(a, memoryview):
+                        try:
+                            a.release()
+                        except BufferError:
+                            pass  # still referenced by the TA; freed with it
             res = []
             for p, o in zip(params, out, strict=True):
                 if p is not None and p[0] == "o":

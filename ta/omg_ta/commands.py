@@ -87,6 +87,14 @@ CMD_CLOSE = 4
 SOURCE_MIC = 0
 SOURCE_BUFFER = 1
 
+#: Most clips one CMD_CLASSIFY takes (p0.b).
+MAX_BATCH = 4096
+
+# Memory references: a MEMREF_INPUT may arrive as a view into shared memory
+# that the normal world can still write while the TA runs (as in OP-TEE).
+# The TA copies every input it checks before using it (no double fetch);
+# only audio is read in place, chunk by chunk: nothing is checked on it.
+
 COMMANDS = {
     "get_attestation": CMD_GET_ATTESTATION,
     "provision": CMD_PROVISION,

@@ -38,8 +38,7 @@ from .package import open_package, parse_header
 from .runtime import load_runtime
 
 CLIP_SAMPLES = 16000
-MAX_BATCH = 4096
-CHUNK = 64  # clips featurised and classified at once inside the TA
+CHUNK = 16  # clips featurised and classified at once inside the TA
 VENDOR_KEY_FILE = "vendor_ed25519.pub"
 
 
@@ -91,6 +90,9 @@ class KeywordTA:
             )
         if len(params) != 4:
             raise BadParametersError("four parameters expected")
+        if cmd != C.CMD_CLASSIFY:
+            # shared memory can change under us: copy what will be checked, once
+            params = [bytes(p) if isinstance(p, memoryview) else p for p in params]
         return handler(params)
 
     # -- handlers ----------------------------------------------------------
@@ -173,8 +175,8 @@ class KeywordTA:
         if not (isinstance(value, tuple) and len(value) == 2):
             raise BadParametersError("p0 must be a value (source, max clips)")
         source, max_clips = value
-        if not 1 <= max_clips <= MAX_BATCH:
-            raise BadParametersError(f"max clips must be 1..{MAX_BATCH}")
+        if not 1 <= max_clips <= C.MAX_BATCH:
+            raise BadParametersError(f"max clips must be 1..{C.MAX_BATCH}")
         if source == C.SOURCE_MIC:
             clips = self.tee.mic_read(max_clips, timeout=5.0)
             audio = (
@@ -184,6 +186,7 @@ class KeywordTA:
             buf = p[1]
             if not isinstance(buf, (bytes, memoryview)) or len(buf) % (2 * CLIP_SAMPLES):
                 raise BadParametersError("audio buffer must hold whole 16000-sample int16 clips")
+            # read in place, a chunk at a time (the frontend copies each chunk)
             audio = np.frombuffer(buf, "<i2").reshape(-1, CLIP_SAMPLES)[:max_clips]
         else:
             raise BadParametersError("unknown audio source")
