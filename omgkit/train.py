@@ -106,6 +106,15 @@ def training_features(
     return np.concatenate(feats), np.tile(labels, s.augment.copies + 1)
 
 
+def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Weights that give every present class the same total weight (mean weight per clip 1)."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(n_classes)
+    w[present] = counts.sum() / (counts[present] * present.sum())
+    return {i: float(v) for i, v in enumerate(w)}
+
+
 def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
     import matplotlib
 
@@ -173,11 +182,7 @@ def train(
         .batch(s.batch_size)
         .prefetch(2)
     )
-    class_weight = None
-    if s.balance_classes:
-        counts = np.bincount(y_tr, minlength=len(LABELS)).astype(np.float64)
-        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(LABELS), 0.0)
-        class_weight = {i: float(v) for i, v in enumerate(w)}
+    class_weight = balanced_class_weights(y_tr, len(LABELS)) if s.balance_classes else None
     hist = model.fit(
         ds_tr,
         class_weight=class_weight,

@@ -69,3 +69,43 @@ def test_vtlp_warps_the_filterbank_and_masks_cover_frames():
     kept = featurize_augmented(settings, x, np.random.default_rng(0), AugmentSettings(vtlp=(0.9, 1.1), time_masks=2),
                                np.zeros(8, bool))  # fmt: skip
     assert np.array_equal(kept, plain)  # silence rows: neither
+
+
+def _centroid(x: np.ndarray) -> np.ndarray:
+    spec = np.abs(np.fft.rfft(x, axis=1)) ** 2
+    f = np.fft.rfftfreq(x.shape[1], 1 / 16000)
+    return (spec * f).sum(axis=1) / spec.sum(axis=1)
+
+
+def test_spectral_tilt_darkens_or_brightens_and_keeps_loudness():
+    from omgkit.augment import _tilt
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 16000)) * 0.1).astype(np.float32)  # white: centroid ~4 kHz
+    y = _tilt(x, np.array([-6.0, 0.0, 6.0]), np.array([True, True, True]))
+    c_in, c_out = _centroid(x), _centroid(y)
+    assert c_out[0] < 0.8 * c_in[0] and c_out[2] > 1.05 * c_in[2]
+    assert abs(c_out[1] - c_in[1]) < 1.0
+    assert np.allclose(np.sqrt((y**2).mean(1)), np.sqrt((x**2).mean(1)), rtol=1e-4)
+    assert np.array_equal(_tilt(x, np.array([6.0] * 3), np.zeros(3, bool)), x)
+
+
+def test_tilt_off_by_default_leaves_augmentation_unchanged():
+    """tilt_prob=0 draws nothing: runs made before the option exist stay bit-identical."""
+    x = _speech()
+    a = augment(x, [], np.random.default_rng(3), AugmentSettings())
+    b = augment(
+        x, [], np.random.default_rng(3), AugmentSettings(tilt_prob=0.0, tilt_db_per_octave=(-1, 1))
+    )
+    c = augment(x, [], np.random.default_rng(3), AugmentSettings(tilt_prob=1.0))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_balanced_class_weights():
+    from omgkit.train import balanced_class_weights
+
+    y = np.array([0] * 10 + [1] * 30 + [2] * 10)
+    w = balanced_class_weights(y, 4)
+    assert w[3] == 0.0
+    totals = [w[c] * np.sum(y == c) for c in range(3)]
+    assert np.allclose(totals, totals[0]) and np.isclose(sum(totals), len(y))
