@@ -104,6 +104,30 @@ def _cmd_guard_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_guard_attacks(a: argparse.Namespace) -> int:
+    import tempfile
+
+    from .convert import model_file
+    from .guard.attacks import stage
+    from .guard.local import LocalGuard
+    from .run import RunDir
+    from .train import load_settings
+
+    run = RunDir(a.run)
+    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
+    frontend = load_settings(run.manifest()).frontend.to_dict()
+
+    def say(o) -> None:
+        mark = "blocked" if o.blocked else ("WRONG ERROR" if o.error else "NOT BLOCKED")
+        print(f"{o.attack.name:<32} {mark:<8} {o.error or '-':<28} {o.attack.why}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="omg-attacks-") as tmp, LocalGuard.create(tmp) as lg:
+        outcomes = stage(lg, model, frontend, say=say)
+    bad = [o for o in outcomes if not o.blocked]
+    print(f"{len(outcomes) - len(bad)}/{len(outcomes)} attacks failed with their own error")
+    return 1 if bad else 0
+
+
 def _cmd_vendor(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -389,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     gd.add_argument("--kem", default="X25519", choices=["X25519", "MLKEM768-X25519"],
                     help="key transport for the license (MLKEM768-X25519: post-quantum hybrid)")  # fmt: skip
     gd.set_defaults(func=_cmd_guard_demo)
+    ga = g.add_parser("attacks", help="stage the threat model's attacks on a local emulated TEE",
+                      description="Stage each attack (modified TA, another device, replayed model, tampered "
+                                  "files, ...) and check that it fails with its own error. Exit 1 if one does not.")  # fmt: skip
+    ga.add_argument(
+        "--run", default="artifacts/demo", help="a converted run (default: `make demo`'s)"
+    )
+    ga.set_defaults(func=_cmd_guard_attacks)
 
     b = sub.add_parser(
         "board", help="emulated boards (create, up, down, status, list) and SSH boards"

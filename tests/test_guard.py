@@ -312,3 +312,14 @@ def test_daemon_down_is_a_clear_error(guard_world):
     with pytest.raises(TeeUnavailableError, match="no TEE daemon"):
         g.attest(b"\x01" * 16)
     guard_world.daemons["dev-down"] = TeeDaemon(path).start()
+
+
+def test_every_staged_attack_fails_with_its_own_error(guard_world):
+    """The recipe behind `omg guard attacks`, notebook 06 and the walkthrough's toggles."""
+    from omgkit.guard.attacks import ATTACKS, stage
+
+    outcomes = stage(guard_world.local, guard_world.model, guard_world.frontend)
+    assert [o.attack for o in outcomes] == ATTACKS
+    assert all(o.blocked for o in outcomes), [(o.attack.name, o.error, o.message) for o in outcomes]
+    errors = [o.error for o in outcomes]
+    assert len(set(errors)) == len(errors)  # each attack is told apart by its error

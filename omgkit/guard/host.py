@@ -143,16 +143,18 @@ class GuardedModel:
         labels: list[int] = []
         scores: list[list[float]] | None = None
         session = self._session()
-        for i in range(0, len(a), per):
-            chunk = a[i : i + per]
-            view[: len(chunk)] = chunk
-            out = session.invoke(C.CMD_CLASSIFY, C.SIGNATURES[C.CMD_CLASSIFY],
-                                 [Value(C.SOURCE_BUFFER, len(chunk)), shared.window(0, chunk.nbytes), Output(), None])  # fmt: skip
-            d = cbor2.loads(out[2])
-            labels += list(d["labels"])
-            if d.get("scores") is not None:
-                scores = (scores or []) + list(d["scores"])
-        del view  # the window's buffer must not stay exported
+        try:
+            for i in range(0, len(a), per):
+                chunk = a[i : i + per]
+                view[: len(chunk)] = chunk
+                out = session.invoke(C.CMD_CLASSIFY, C.SIGNATURES[C.CMD_CLASSIFY],
+                                     [Value(C.SOURCE_BUFFER, len(chunk)), shared.window(0, chunk.nbytes), Output(), None])  # fmt: skip
+                d = cbor2.loads(out[2])
+                labels += list(d["labels"])
+                if d.get("scores") is not None:
+                    scores = (scores or []) + list(d["scores"])
+        finally:
+            del view  # the window must not stay exported (an error's traceback would keep it)
         return Result(labels, scores, time.perf_counter() - t)
 
     @staticmethod
