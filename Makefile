@@ -17,13 +17,14 @@ export PYTHONHASHSEED := 0
 # the demo's boards, keys and vendor live with its artifacts, not in ~/.omgkit
 demo: export OMG_HOME := $(abspath $(ART))/omg-home
 
-.PHONY: demo test test-fast lint venv sysdeps clean help reproduce kick
+.PHONY: demo test test-fast lint venv sysdeps clean help reproduce kick lab
 
 help:
 	@echo "make demo   - corpus, training, int8 conversion and evaluation (quick profile)"
 	@echo "make test   - the whole test suite"
 	@echo "make lint   - ruff"
 	@echo "make reproduce - the paper artifact (paper profile), resumable; make kick - the same on tiny data"
+	@echo "make lab    - JupyterLab on notebooks/ with the project's environment as kernel"
 
 $(STAMP): requirements/board.txt requirements/workbench.txt requirements/constraints.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: python3.11 is required (python3 not found)"; exit 1; }
@@ -61,6 +62,15 @@ demo: $(STAMP) $(SYSDEPS_STAMP)
 reproduce: $(STAMP) $(SYSDEPS_STAMP)
 	$(BIN)/omg reproduce --profile $(or $(REPRO_PROFILE),paper) --model $(MODEL) --artifacts $(ART) --results results
 
+# JupyterLab on the notebooks; the kernel is this virtual environment's Python
+# (jupyter_client starts "python3" kernels with the server's interpreter).
+# Boards, keys and the vendor live with the artifacts, as for make demo.
+lab: export OMG_HOME := $(abspath $(ART))/omg-home
+lab: $(STAMP) $(SYSDEPS_STAMP)
+	@echo "lab: open the URL below, then notebooks 01 to 06 in order (Ctrl-C stops the server)"
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.open_browser=False \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
 # kick the tires: the whole chain on the tiny profile, a few minutes
 kick: $(STAMP) $(SYSDEPS_STAMP)
 	$(BIN)/omg reproduce --profile tiny --model $(MODEL) --artifacts $(ART) --results results
@@ -72,8 +82,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check omgkit ta tests tools
-	$(BIN)/ruff format --check omgkit ta tests tools
+	$(BIN)/ruff check omgkit ta tests tools notebooks
+	$(BIN)/ruff format --check omgkit ta tests tools notebooks
 
 clean:
 	rm -rf $(VENV) .cache $(ART)

@@ -41,34 +41,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(LABELS)) -> n
 
 
 def plot_confusion(m: np.ndarray, path: str | os.PathLike, title: str) -> None:
-    import matplotlib
+    from .show import plot_confusion as figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = m / np.maximum(1, m.sum(axis=1, keepdims=True))
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(LABELS)), LABELS, rotation=60, ha="right")
-    ax.set_yticks(range(len(LABELS)), LABELS)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            if m[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    str(m[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if rows[i, j] > 0.5 else "black",
-                )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    figure(m, title).savefig(path, dpi=110)
 
 
 def _acc(y: np.ndarray, p: np.ndarray) -> float:
@@ -147,6 +122,9 @@ def evaluate_run(
     }
     cm = confusion(y_test, p_test)
     res["confusion_int8_testing"] = cm.tolist()
+    res["confusion_float32_testing"] = confusion(
+        y_test, preds[("litert", "float32", "testing")]
+    ).tolist()
     if plots:
         plot_confusion(cm, run / "confusion_int8.png", f"{settings.model} int8, test split")
         if holdout:

@@ -99,37 +99,8 @@ def table(out: dict) -> str:
 
 
 def plots(bench: dict, stem: os.PathLike | str) -> None:
-    import matplotlib
+    """``<stem>-latency.png`` and ``<stem>-phases.png`` (omgkit.show.bench_figures)."""
+    from .show import bench_figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rts = list(bench["runtimes"])
-    fig, axes = plt.subplots(1, len(rts), figsize=(5 * len(rts), 3.2), squeeze=False)
-    for ax, rt in zip(axes[0], rts, strict=True):
-        s = bench["runtimes"][rt]["single"]["samples_ms"]
-        ax.hist([s["plain"], s["guarded"]], bins=30, label=["plain", "guarded"], alpha=0.8)
-        ax.set_title(f"{rt}: one clip, ms")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(f"{stem}-latency.png", dpi=110)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    labels, plain, guarded = [], [], []
-    for rt in rts:
-        r = bench["runtimes"][rt]
-        labels += [f"{rt} init", f"{rt} clip"]
-        plain += [r["initialization"]["plain"]["median_ms"], r["single"]["plain"]["median_ms"]]
-        guarded += [
-            r["initialization"]["guarded"]["median_ms"],
-            r["single"]["guarded"]["median_ms"],
-        ]
-    xs = range(len(labels))
-    ax.bar([x - 0.2 for x in xs], plain, 0.4, label="plain")
-    ax.bar([x + 0.2 for x in xs], guarded, 0.4, label="guarded")
-    ax.set_xticks(list(xs), labels)
-    ax.set_ylabel("ms (median)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(f"{stem}-phases.png", dpi=110)
-    plt.close(fig)
+    for fig, suffix in zip(bench_figures(bench), ("latency", "phases"), strict=True):
+        fig.savefig(f"{stem}-{suffix}.png", dpi=110)

@@ -115,28 +115,6 @@ def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {i: float(v) for i, v in enumerate(w)}
 
 
-def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(history["loss"], label="train")
-    a.plot(history["val_loss"], label="validation")
-    a.set_title("loss")
-    a.set_xlabel("epoch")
-    b.plot(history["accuracy"], label="train")
-    b.plot(history["val_accuracy"], label="validation")
-    b.set_title("accuracy")
-    b.set_xlabel("epoch")
-    b.set_ylim(0, 1)
-    b.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def train(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -203,7 +181,9 @@ def train(
     rep = x_tr[rng.choice(n_clean, size=min(500, n_clean), replace=False)]
     np.save(run / "representative.npy", rep)
     atomic_write_text(run / "history.json", json.dumps(history) + "\n")
-    _plot_curves(history, run / "learning_curves.png")
+    from .show import plot_history
+
+    plot_history(history).savefig(run / "learning_curves.png", dpi=110)
 
     best = int(np.argmin(history["val_loss"]))
     metrics = {

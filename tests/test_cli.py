@@ -8,7 +8,8 @@ import re
 import pytest
 from conftest import run_omg
 
-SUBCOMMANDS = [["data", "synth"], ["data", "fetch"], ["train"], ["convert"], ["evaluate"]]
+SUBCOMMANDS = [["data", "synth"], ["data", "fetch"], ["train"], ["convert"], ["evaluate"],
+               ["guard", "demo"], ["guard", "attacks"], ["bench"], ["reproduce"]]  # fmt: skip
 
 
 @pytest.mark.parametrize("cmd", SUBCOMMANDS, ids=lambda c: " ".join(c))

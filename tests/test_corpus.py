@@ -27,6 +27,13 @@ def test_every_engine_is_installed():
     )
 
 
+def test_every_festival_voice_is_installed():
+    from omgkit.corpus.tts import FestivalEngine
+
+    e = FestivalEngine()
+    assert e.voices == e.all_voices, f"missing festival voices: {set(e.all_voices) - set(e.voices)}"
+
+
 def test_layout_and_format(tiny_corpus):
     for f in ("validation_list.txt", "testing_list.txt", "speakers.tsv", "corpus.json"):
         assert (tiny_corpus / f).is_file()
@@ -86,6 +93,19 @@ def test_resume_makes_only_what_is_missing(tmp_path):
     second = synthesize(out, "tiny", engines=["espeak"], show_progress=False)
     assert second.made == 3 and second.skipped == first.made - 3
     assert all(v.exists() for v in victims)
+
+
+def test_resume_removes_clips_of_speakers_no_longer_planned(tmp_path):
+    out = tmp_path / "c"
+    synthesize(out, "tiny", engines=["espeak", "flite"], show_progress=False)
+    flite_clips = [p for p in out.glob("*/*.wav") if p.name.split("_")[0] in
+                   {r.split("\t")[0] for r in (out / "speakers.tsv").read_text().splitlines() if "\tflite\t" in r}]  # fmt: skip
+    mine = out / "yes" / "cafebabe_nohash_0.wav"  # a clip put there by hand
+    mine.write_bytes(flite_clips[0].read_bytes())
+    again = synthesize(out, "tiny", engines=["espeak"], show_progress=False)  # flite gone
+    assert again.removed == len(flite_clips) and again.made == 0
+    assert not any(p.exists() for p in flite_clips) and mine.exists()
+    assert "no longer planned" in again.summary()
 
 
 def test_unknown_or_absent_engine_and_profile(tmp_path):

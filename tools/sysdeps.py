@@ -44,6 +44,13 @@ GROUPS: dict[str, list[str]] = {
         "mbrola-us2",
         "mbrola-us3",
         "mbrola-en1",
+        # more festival voices (contrib): rab and don diphones, festival's MBROLA voices
+        "festvox-rablpc16k",
+        "festvox-don",
+        "festvox-us1",
+        "festvox-us2",
+        "festvox-us3",
+        "festvox-en1",
     ],
     "ssh": ["openssh-server", "openssh-client", "python3-venv"],
 }

@@ -68,10 +68,19 @@ class RemoteEnclave:
         self.call("ping")
         return time.perf_counter() - t
 
+    def attest(self, nonce: bytes) -> bytes:
+        """The board TA's attestation token for ``nonce`` (this channel's TA session)."""
+        return self.call("attest", nonce=nonce)["token"]
+
+    def provision(self, license_blob: bytes) -> None:
+        """Hand the TA a license issued for this session's token; it seals the key."""
+        self.call("provision", license=license_blob)
+
     def prepare(self, vendor, *, model_id: str, model_version: int, kem: str = "X25519") -> None:
-        token = self.call("attest", nonce=vendor.new_nonce())["token"]
-        blob = vendor.issue_license(token, model_id=model_id, model_version=model_version, kem=kem)
-        self.call("provision", license=blob)
+        token = self.attest(vendor.new_nonce())
+        self.provision(
+            vendor.issue_license(token, model_id=model_id, model_version=model_version, kem=kem)
+        )
 
     def initialize(self) -> dict:
         return self.call("initialize")["info"]

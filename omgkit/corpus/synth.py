@@ -56,11 +56,11 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick",
-        speakers={"espeak": 360, "mbrola": 80, "flite": 140, "festival": 60, "pico": 100},
+        speakers={"espeak": 360, "mbrola": 80, "flite": 140, "festival": 120, "pico": 100},
     ),
     "paper": Profile(
         name="paper",
-        speakers={"espeak": 1100, "mbrola": 240, "flite": 300, "festival": 160, "pico": 126},
+        speakers={"espeak": 1100, "mbrola": 240, "flite": 300, "festival": 400, "pico": 126},
         unknown_per_speaker=3,
     ),
 }
@@ -75,6 +75,7 @@ class SynthReport:
     made: int
     skipped: int
     dropped: int
+    removed: int
     per_engine: dict[str, int]
     seconds: float
 
@@ -83,8 +84,10 @@ class SynthReport:
         s = (
             f"corpus at {self.out}: {self.speakers} speakers, {self.made} clips made, "
             f"{self.skipped} already there, {self.dropped} empty dropped ({self.seconds:.0f} s)\n"
-            f"  clips per engine: {eng}"
         )
+        if self.removed:
+            s += f"  removed {self.removed} clips of speakers no longer planned (engines or voices changed)\n"
+        s += f"  clips per engine: {eng}"
         if self.missing_engines:
             s += (
                 f"\n  engines not found here: {', '.join(self.missing_engines)} "
@@ -197,6 +200,26 @@ def write_split_lists(root: Path) -> dict[str, int]:
     return dict(counts)
 
 
+def _prune_stale(root: Path, planned: set[str]) -> int:
+    """Remove clips of speakers an earlier run planned and this one does not.
+
+    The plan changes when the machine gains or loses engines or voices; a
+    resumed corpus must not keep the old speakers' clips. Only ids listed in
+    the earlier ``speakers.tsv`` are touched: clips put there by hand stay.
+    """
+    tsv = root / "speakers.tsv"
+    if not tsv.is_file():
+        return 0
+    earlier = {line.split("\t", 1)[0] for line in tsv.read_text().splitlines()[1:] if line}
+    gone = earlier - planned
+    n = 0
+    for wav in root.glob("*/*_nohash_*.wav"):
+        if wav.name.split("_", 1)[0] in gone:
+            wav.unlink()
+            n += 1
+    return n
+
+
 def synthesize(
     out: str | os.PathLike,
     profile: str = "quick",
@@ -231,6 +254,7 @@ def synthesize(
         )
     root.mkdir(parents=True, exist_ok=True)
     speakers = plan_speakers(prof, use, seed)
+    removed = _prune_stale(root, {s.id for s in speakers})
     atomic_write_text(
         root / "speakers.tsv",
         "id\tengine\tvoice\tvariant\tpitch\trate\n"
@@ -297,6 +321,7 @@ def synthesize(
         made=made,
         skipped=skipped,
         dropped=dropped,
+        removed=removed,
         per_engine=dict(sorted(clips_per_engine.items())),
         seconds=time.perf_counter() - t0,
     )

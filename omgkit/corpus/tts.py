@@ -13,9 +13,11 @@ differ (measured on Debian 12):
   nothing for some words: empty clips are dropped by the generator.
 - ``flite``: CMU Flite; pitch via ``int_f0_target_mean``, rate via
   ``duration_stretch``. ``awb_time`` speaks only times and is left out.
-- ``festival``: kal and ked diphones and the slt HTS voice (32 kHz). One
-  batch process renders many clips (a start costs ~0.4 s); pitch is a
-  resampling shift applied afterwards.
+- ``festival``: the kal, ked, rab and don diphones, the slt HTS voice
+  (32 kHz) and festival's own MBROLA voices us1-us3 and en1 (other
+  prosody than espeak-ng's) — those installed. One batch process renders
+  many clips (a start costs ~0.4 s); pitch is a resampling shift applied
+  afterwards.
 - ``pico``: SVOX pico (``pico2wave``); pitch and speed through its markup.
 """
 
@@ -321,14 +323,24 @@ class FliteEngine(Engine):
         return out
 
 
+FESTIVAL_VOICES = Path("/usr/share/festival/voices")
+
+
 class FestivalEngine(Engine):
     name = "festival"
-    voices = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+    all_voices = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts", "rab_diphone", "don_diphone",
+                  "us1_mbrola", "us2_mbrola", "us3_mbrola", "en1_mbrola")  # fmt: skip
     pitches = (-4, -3, -2, -1, 0, 1, 2, 3, 4)  # semitones, applied by resampling
     rates = (80, 90, 100, 110, 120, 130)  # Duration_Stretch x100
 
+    @property
+    def voices(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The voices installed here (Debian: festvox-* packages), in a fixed order."""
+        have = {p.name for p in FESTIVAL_VOICES.glob("*/*") if p.is_dir()}
+        return tuple(v for v in self.all_voices if v in have)
+
     def available(self) -> bool:
-        return shutil.which("festival") is not None and Path("/usr/share/festival/voices").is_dir()
+        return shutil.which("festival") is not None and bool(self.voices)
 
     def render(self, speaker: Speaker, words: list[str]) -> list[np.ndarray]:
         return self.render_many([(speaker, words)])[0]

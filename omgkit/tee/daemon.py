@@ -226,6 +226,15 @@ def serve(device_dir: str | os.PathLike) -> None:
             (device.path / name).unlink(missing_ok=True)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (a notebook kernel killed, say)."""
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class TeeDaemon:
     """Start and stop a device's TEE daemon as a child process."""
 
@@ -249,7 +258,7 @@ class TeeDaemon:
         # after a request would otherwise steal the other core from the normal world.
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "omgkit.tee", "--device", str(self.device)],
-                                     stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)  # fmt: skip
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,146 @@
+"""The notebooks: committed clean and thin, and every one runs top to bottom headless.
+
+They run in order (01 trains what 02-06 use) on the tiny profile, with the
+real parts behind them: TTS engines, TensorFlow, both runtimes, the
+emulated TEE, an emulated board over SSH.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+
+import nbformat
+import pytest
+from conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+ORDER = ["01_data_and_training", "02_convert_and_quantize", "03_encrypt_and_provision",
+         "04_enclave_walkthrough", "05_overhead_and_accuracy", "06_attacks"]  # fmt: skip
+
+
+def test_all_six_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == ORDER
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_is_clean_and_thin(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and "parameters" in code[0].metadata.get("tags", []), "first code cell: parameters"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for c in code:
+        assert c.outputs == [] and c.execution_count is None, f"{path.name}: committed with outputs"
+        for node in ast.walk(ast.parse(c.source)):
+            assert not isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+            ), f"{path.name}: defines {type(node).__name__}; put it in omgkit (omgkit.show) instead"
+
+
+@pytest.fixture(scope="module")
+def executed(tiny_corpus, board_home, tmp_path_factory):
+    """Run 01-06 in order with papermill; return {name: executed notebook}."""
+    import papermill as pm
+
+    art = tmp_path_factory.mktemp("nb-artifacts")
+    out_dir = tmp_path_factory.mktemp("nb-out")
+    common = {"ARTIFACTS": str(art)}
+    params = {
+        "01_data_and_training": {"PROFILE": "tiny", "EPOCHS": 3, "AUGMENT_COPIES": 1},
+        "03_encrypt_and_provision": {"BOARD": "emu://nbtest"},
+        "05_overhead_and_accuracy": {"N": 8},
+    }
+    assert os.environ.get("OMG_HOME") == str(
+        board_home
+    )  # boards and vendor stay in the test's home
+    done = {}
+    for name in ORDER:
+        out = out_dir / f"{name}.ipynb"
+        pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out),
+                            parameters={**common, **params.get(name, {})}, kernel_name="python3",
+                            cwd=str(REPO / "notebooks"), progress_bar=False, execution_timeout=900)  # fmt: skip
+        done[name] = nbformat.read(out, as_version=4)
+    return done
+
+
+def _text(nb) -> str:
+    parts = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            parts.append(o.get("text", ""))
+            data = o.get("data", {})
+            parts += [str(data.get(k, "")) for k in ("text/plain", "text/markdown", "text/html")]
+    return "\n".join(parts)
+
+
+def test_notebooks_run_top_to_bottom(executed):
+    for name, nb in executed.items():
+        errors = [
+            o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"
+        ]
+        assert not errors, f"{name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+
+
+def test_notebooks_show_what_they_promise(executed):
+    images = {n: sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+              for n, nb in executed.items()}  # fmt: skip
+    assert images["01_data_and_training"] >= 2  # clips and features, learning curves
+    assert "<audio" in _text(executed["01_data_and_training"])  # audio players
+    assert images["02_convert_and_quantize"] >= 1  # confusion matrices
+    assert "int8 labels equal" in _text(executed["02_convert_and_quantize"])
+    t3 = _text(executed["03_encrypt_and_provision"])
+    assert (
+        "TA measurement" in t3
+        and "wrapped model key" in t3
+        and images["03_encrypt_and_provision"] >= 1
+    )
+    t4 = _text(executed["04_enclave_walkthrough"])
+    assert "RollbackError" in t4 and "model decrypted in the TA" in t4
+    assert "paper (Bayerl et al. 2020)" in _text(executed["05_overhead_and_accuracy"])
+    assert images["05_overhead_and_accuracy"] >= 2
+    assert "10/10 attacks blocked" in _text(executed["06_attacks"])
+
+
+def test_notebook_outputs_hold_no_model_bytes(executed):
+    """The plaintext model is the vendor's: shown as a histogram, never dumped into outputs."""
+    text = json.dumps([nbformat.writes(nb) for nb in executed.values()])
+    assert "TFL3" not in text  # the flatbuffer identifier of a .tflite model
+
+
+def test_make_lab_serves_the_notebooks_with_a_python3_kernel(tmp_path):
+    """`make lab` starts JupyterLab on notebooks/; its python3 kernel is this environment's."""
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = f"--port={port} --ip=127.0.0.1 --IdentityProvider.token=omgtest"
+    proc = subprocess.Popen(["make", "-s", "-C", str(REPO), "lab", f"LAB_ARGS={args}", f"ART={tmp_path}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/contents?token=omgtest", timeout=5) as r:
+                    contents = json.load(r)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-2000:]
+                assert time.monotonic() < deadline, "JupyterLab did not answer within 120 s"
+                time.sleep(0.5)
+        names = {c["name"] for c in contents["content"]}
+        assert {f"{n}.ipynb" for n in ORDER} <= names
+        with urllib.request.urlopen(f"{base}/kernelspecs?token=omgtest", timeout=5) as r:
+            specs = json.load(r)
+        assert specs["default"] == "python3" and "python3" in specs["kernelspecs"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)

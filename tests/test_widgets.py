@@ -1,0 +1,121 @@
+"""The enclave walkthrough (omgkit.widgets): its logic and its widgets, without a browser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from omgkit.widgets import STEPS, StepOrderError, Walkthrough, WalkthroughUI
+
+
+@pytest.fixture(scope="module")
+def walk(tiny_run, tmp_path_factory):
+    from omgkit.audio import read_clip
+    from omgkit.guard.demo import GOLDEN
+
+    clips = {w: read_clip(GOLDEN / f"{w}.wav") for w in ("yes", "no", "silence")}
+    w = Walkthrough.from_run(tiny_run, workdir=tmp_path_factory.mktemp("walk"), clips=clips)
+    yield w
+    w.close()
+
+
+def test_steps_out_of_order_say_why(walk):
+    assert walk.runnable() == {"load_ta": True, "attest": False, "provision": False,
+                               "initialize": False, "classify": False}  # fmt: skip
+    with pytest.raises(StepOrderError, match="load the TA first"):
+        walk.run("attest")
+    walk.run("load_ta")
+    with pytest.raises(StepOrderError, match="attest first"):
+        walk.run("provision")
+    with pytest.raises(StepOrderError, match="provision first"):
+        walk.run("initialize")
+    with pytest.raises(StepOrderError, match="initialize first: the model is still encrypted"):
+        walk.run("classify")
+    with pytest.raises(StepOrderError, match="unknown step"):
+        walk.can_run("decrypt")
+
+
+def test_the_three_phases_and_the_panel(walk):
+    assert walk.run("load_ta").ok
+    p = walk.panel()
+    assert p["TA loaded"] and p["measurement approved by the vendor"] is True
+    assert not p["model decrypted in the TA"] and p["token claims"] is None
+    assert walk.run("attest").ok
+    claims = walk.panel()["token claims"]
+    assert claims["TA measurement"] == walk.lg.measurement.hex()
+    from omgkit.tee import Device
+
+    assert claims["device id"] == Device(walk.device).device_id.hex()
+    r = walk.run("provision")
+    assert r.ok and walk.panel()["license policy"]["scores leave the TA"] is False
+    assert walk.run("initialize").ok and walk.panel()["model decrypted in the TA"]
+    r = walk.run("classify", "yes")
+    assert r.ok and walk.result["clip"] == "yes" and walk.result["label"] in r.summary
+    # the same label as plain inference of that clip
+    from omg_ta.frontend import Frontend
+    from omg_ta.runtime import load_runtime
+    from omgkit.labels import LABELS
+
+    plain = load_runtime("litert", walk.model).classify(
+        Frontend()(walk.clips["yes"][None, :])[..., None]
+    )
+    assert walk.result["label"] == LABELS[int(plain[0])]
+
+
+def test_attack_toggles_fail_with_their_own_errors(walk):
+    walk.attacks["modify_ta"] = False
+    for s in ("load_ta", "attest", "provision", "initialize"):
+        assert walk.run(s).ok, s  # the device has now run v2
+    walk.attacks["replay_old_model"] = True
+    r = walk.run("initialize")
+    assert not r.ok and r.error == "RollbackError"
+    walk.attacks["replay_old_model"] = False
+    walk.attacks["swap_device"] = True
+    r = walk.run("initialize")
+    assert not r.ok and r.error == "DeviceMismatchError"
+    walk.attacks["swap_device"] = False
+    walk.attacks["modify_ta"] = True
+    r = walk.run("load_ta")
+    assert r.ok and "PATCHED" in r.summary
+    assert walk.panel()["measurement approved by the vendor"] is False
+    assert walk.run("initialize").error == "UnsealError"  # the real TA's sealed key
+    assert walk.run("attest").ok
+    assert walk.run("provision").error == "MeasurementNotApprovedError"
+    walk.attacks["modify_ta"] = False
+    assert walk.run("load_ta").ok and walk.run("initialize").ok  # back to normal
+
+
+def test_replay_before_the_device_ran_v2_goes_through(tiny_run, tmp_path):
+    """Honest about rollback protection: it needs the newer version to have run once."""
+    w = Walkthrough.from_run(
+        tiny_run, workdir=tmp_path / "w", clips={"z": np.zeros(16000, np.int16)}
+    )
+    try:
+        for s in ("load_ta", "attest", "provision"):
+            w.run(s)
+        w.attacks["replay_old_model"] = True
+        r = w.run("initialize")
+        assert r.ok and "initialize v2 once" in r.summary
+    finally:
+        w.close()
+
+
+def test_ui_buttons_follow_the_logic(walk):
+    ui = WalkthroughUI(walk)
+    walk.close_session()
+    ui.refresh()
+    assert [ui.buttons[s].disabled for s in STEPS] == [False, True, True, True, True]
+    assert "load the TA first" in ui.buttons["attest"].tooltip
+    ui.click("load_ta")
+    assert not ui.buttons["attest"].disabled and ui.buttons["classify"].disabled
+    assert "✔" in ui.status.value and "measurement" in ui.panel.value
+    # a click on a step that cannot run says why instead of failing
+    assert ui.click("classify") is None and "initialize first" in ui.status.value
+    ui.toggles["swap_device"].value = True
+    assert walk.attacks["swap_device"] is True
+    ui.toggles["swap_device"].value = False
+    ui.click("initialize")
+    ui.clip.value = "no"
+    r = ui.click("classify")
+    assert r is not None and r.ok and walk.result["clip"] == "no"
+    assert len(ui.audio.outputs) == 1  # the clip's audio player
