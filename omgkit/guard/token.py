@@ -20,14 +20,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import cbor2
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.hpke import MLKEM768X25519PublicKey
 
 from omg_ta import cose
+
+if TYPE_CHECKING:
+    from cryptography import x509
 from omg_ta.errors import TokenInvalidError
 
 NONCE, UEID, IAT, PROFILE = 10, 256, 6, 265
@@ -78,6 +81,8 @@ def verify_token(
 
     Nonce freshness and measurement approval are the vendor's checks.
     """
+    from cryptography import x509  # here: the TEE makes tokens and never parses X.509
+
     err = TokenInvalidError
     msg = cose.parse_sign1(token, err)
     chain = msg.unprotected.get(cose.H_X5CHAIN)

@@ -6,10 +6,8 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.x509.oid import NameOID
 
 from ..errors import ConfigError
 from ..util import atomic_write_bytes
@@ -44,12 +42,18 @@ class Manufacturer:
             raise ConfigError(
                 f"{self.path} is not a manufacturer directory; create it with Manufacturer.create"
             )
+        # imported here, not at the top: the TEE daemon never parses X.509
+        from cryptography import x509
+
         self.root_cert = x509.load_der_x509_certificate((self.path / _ROOT_CERT).read_bytes())
 
     @classmethod
     def create(
         cls, path: str | os.PathLike, name: str = "omgkit emulated manufacturer"
     ) -> Manufacturer:
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
@@ -73,6 +77,9 @@ class Manufacturer:
 
     def certify(self, device_key: Ed25519PublicKey, device_id: bytes) -> bytes:
         """A device certificate (DER) binding the attestation key to the device id."""
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
         key = read_private_key(self.path / _ROOT_KEY)
         now = _dt.datetime.now(_dt.UTC)
         cert = (

@@ -38,7 +38,7 @@ from .package import open_package, parse_header
 from .runtime import load_runtime
 
 CLIP_SAMPLES = 16000
-CHUNK = 16  # clips featurised and classified at once inside the TA
+CHUNK = 256  # clips classified at once inside the TA (the frontend works in smaller chunks)
 VENDOR_KEY_FILE = "vendor_ed25519.pub"
 
 
