@@ -57,17 +57,53 @@ def reproduce(*, profile: str = "paper", model: str = "ds_cnn_s", seed: int = 0,
     bench_f = run / "bench.json"
     step("bench", bench_f.is_file(),
          lambda: atomic_write_text(bench_f, json.dumps(guard_bench(run, workdir=None, say=say), indent=2) + "\n"))  # fmt: skip
+    guard_f = run / "guard.json"
+    step("offline and attacks", guard_f.is_file(), lambda: atomic_write_text(guard_f, json.dumps(_guard(run), indent=2) + "\n"))  # fmt: skip
     ev = json.loads((run / "evaluation.json").read_text())
     bench = json.loads(bench_f.read_text())
     out = {"params": {"profile": profile, "model": model, "seed": seed}, "paper": PAPER,
            "evaluation": {k: v for k, v in ev.items() if not k.startswith("confusion")}, "bench": bench,
-           "step_seconds": times}  # fmt: skip
+           **json.loads(guard_f.read_text()), "step_seconds": times}  # fmt: skip
     res_p.mkdir(parents=True, exist_ok=True)
     atomic_write_text(res_p / f"{name}.json", json.dumps(out, indent=2) + "\n")
     atomic_write_text(res_p / f"{name}.md", table(out))
     plots(bench, res_p / name)
     say(f"results: {res_p / name}.json, .md, -latency.png, -phases.png")
     return out
+
+
+def _guard(run: Path) -> dict:
+    """C3 and C4: the three phases with the vendor stopped after preparation; the staged attacks."""
+    import tempfile
+
+    from .guard.attacks import stage
+    from .guard.demo import run_demo
+    from .guard.local import LocalGuard
+    from .run import RunDir
+    from .train import load_settings
+
+    with tempfile.TemporaryDirectory(prefix="omg-repro-") as tmp:
+        steps = run_demo(run, Path(tmp) / "demo")
+        model = (run / "model_int8.tflite").read_bytes()
+        frontend = load_settings(RunDir(run).manifest()).frontend.to_dict()
+        with LocalGuard.create(Path(tmp) / "attacks") as lg:
+            outcomes = stage(lg, model, frontend)
+    offline_at = next(i for i, st in enumerate(steps) if st.name == "vendor offline")
+    after = steps[offline_at + 1 :]
+    return {
+        "offline": {
+            "steps": [{"phase": st.phase, "name": st.name, "ms": st.seconds * 1000, "outcome": st.outcome}
+                      for st in steps],
+            "works_offline": bool(after) and all(st.phase in ("initialization", "operation") for st in after),
+        },
+        "attacks": {
+            "outcomes": [{"attack": o.attack.name, "expected": o.attack.expected.__name__, "error": o.error}
+                         for o in outcomes],
+            "all_blocked": all(o.blocked for o in outcomes),
+            "blocked": sum(o.blocked for o in outcomes),
+            "total": len(outcomes),
+        },
+    }  # fmt: skip
 
 
 def _corpus_complete(corpus: Path) -> bool:
@@ -93,6 +129,16 @@ def table(out: dict) -> str:
         ("initialization overhead", "—", f"{b.get('initialization_overhead_ms') or float('nan'):.1f} ms"),
         ("TA process peak RSS", "—", f"{b['ta_peak_rss_mb']:.0f} MB (plain process {b['plain_peak_rss_mb']:.0f} MB)"),
     ]  # fmt: skip
+    if "offline" in out:
+        rows.append(
+            (
+                "initialization and operation with the vendor offline",
+                "yes",
+                "yes" if out["offline"]["works_offline"] else "NO",
+            )
+        )
+        a = out["attacks"]
+        rows.append(("attacks refused, each with its own error", "—", f"{a['blocked']}/{a['total']}"))  # fmt: skip
     lines = ["| | paper (Bayerl et al. 2020) | omgkit |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
     return "\n".join(lines) + "\n"

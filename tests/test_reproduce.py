@@ -28,7 +28,9 @@ def test_resumes_and_writes_named_results(tiny_corpus, tiny_run, tmp_path):
     assert data["bench"]["labels_equal"] is True and data["paper"]["plain_ms"] == 379.0
     md = stem.with_suffix(".md").read_text()
     assert "| guarded / plain, TFLM | 1.021 |" in md
+    assert data["offline"]["works_offline"] is True  # C3
+    assert data["attacks"]["all_blocked"] is True and "| 10/10 |" in md  # C4
     assert (res / "tiny-ds_cnn_s-seed0-latency.png").stat().st_size > 5000
     said.clear()
     reproduce(profile="tiny", art=str(art), results=str(res), say=said.append)
-    assert sum("skipped" in s for s in said) == 5  # everything was there
+    assert sum("skipped" in s for s in said) == 6  # everything was there
