@@ -65,6 +65,24 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
                 runtimes: tuple[str, ...] = ("litert", "tflm"), say=print) -> dict:  # fmt: skip
     """Plain against guarded, interleaved in one run, per phase and per runtime.
 
+    Both sides run BLAS on one thread (the TEE daemon is started so; this
+    process is limited with threadpoolctl, also when numpy was loaded before,
+    as in a notebook): otherwise plain would use two cores against the TA's one,
+    and idle BLAS threads spinning after a call slow the other side.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _guard_bench(
+            run_dir, workdir=workdir, data=data, n=n, warmup=warmup, runtimes=runtimes, say=say
+        )
+
+
+def _guard_bench(
+    run_dir, *, workdir, data, n: int, warmup: int, runtimes: tuple[str, ...], say
+) -> dict:
+    """See :func:`guard_bench`.
+
     Plain = the same runtime and frontend in this process, model from bytes.
     Guarded = the TA in the emulated TEE's process, through the TEE Client
     API (audio through registered shared memory, or the secure microphone).

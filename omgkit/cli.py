@@ -536,10 +536,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if (argv if argv is not None else sys.argv[1:])[:1] == ["bench"]:
-        # plain and guarded both on one BLAS thread (set before numpy loads)
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = "1"
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default", OmgWarning)
     try:
