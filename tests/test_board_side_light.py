@@ -57,3 +57,18 @@ def test_secure_world_does_not_load_the_vendor_or_the_host_app():
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_tee_image_loads_only_its_runtimes(tmp_path):
+    """A device's TEE image holds the runtimes it names, loaded at start (the bench's TA memory)."""
+    from omgkit.guard.local import LocalGuard
+
+    def mapped(pid: int) -> str:
+        return open(f"/proc/{pid}/maps").read()
+
+    with LocalGuard.create(tmp_path) as lg:
+        lg.device("only-tflm", runtimes=("tflm",))
+        lg.device("both")
+        only, both = (mapped(lg.daemons[n].proc.pid) for n in ("only-tflm", "both"))
+    assert "tflite_micro" in only and "ai_edge_litert" not in only
+    assert "tflite_micro" in both and "ai_edge_litert" in both

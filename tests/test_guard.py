@@ -83,6 +83,10 @@ def test_three_phases_and_labels_equal_plain(world_ready, clips):
     big = np.resize(x, (2 * g.SHARED_CLIPS + 7, x.shape[1]))
     assert g.classify_batch(big).labels == np.resize(plain, len(big)).tolist()
     assert len(g._window.buffer) == g.SHARED_CLIPS * 32000  # bounded, whatever the batch
+    from omgkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="whole clips"):
+        g.classify_batch(x[:1], g.ctx.allocate_shared_memory(100))
 
 
 def test_initialize_from_shared_memory(guard_world):

@@ -21,7 +21,7 @@ import numpy as np
 
 from omg_ta import commands as C
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, ConfigError
 from ..tee.client import Output, SharedMemory, TeeContext, Value
 from ..util import atomic_write_bytes
 
@@ -138,7 +138,11 @@ class GuardedModel:
             if self._window is None:
                 self._window = self.ctx.allocate_shared_memory(self.SHARED_CLIPS * 32000)
             shared = self._window
-        per = max(1, min(len(shared.buffer) // 32000, C.MAX_BATCH))
+        per = min(len(shared.buffer) // 32000, C.MAX_BATCH)
+        if per < 1:
+            raise ConfigError(
+                f"a shared window holds whole clips: {len(shared.buffer)} bytes < 32,000"
+            )
         view = np.frombuffer(shared.buffer, dtype="<i2", count=per * 16000).reshape(per, 16000)
         labels: list[int] = []
         scores: list[list[float]] | None = None

@@ -38,13 +38,16 @@ class LocalGuard:
         vendor.approve(m)
         return cls(r, mfr, ta_key, vendor, m)
 
-    def device(self, name: str = "device") -> Path:
-        """An emulated device with the TA installed and its TEE daemon running."""
+    def device(self, name: str = "device", *, runtimes: tuple[str, ...] | None = None) -> Path:
+        """An emulated device with the TA installed and its TEE daemon running.
+
+        ``runtimes``: the inference runtimes of its TEE image, loaded at start
+        (default: every one installed)."""
         path = self.root / name
         if name not in self.daemons:
             Device.create(path, self.manufacturer, [self.ta_key.public_key()])
             install_ta(path, self.root / "bundle")
-            self.daemons[name] = TeeDaemon(path).start()
+            self.daemons[name] = TeeDaemon(path, preload=runtimes).start()
         return path
 
     def host(self, name: str = "device", storage: str | None = None, **kw) -> GuardedModel:

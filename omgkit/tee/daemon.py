@@ -26,6 +26,7 @@ from pathlib import Path
 from omg_ta.errors import BY_RESULT_CODE, OmgError, SecurityError
 
 from ..errors import ConfigError
+from ..util import fixed_heap
 from . import wire
 from .device import Device
 from .wire import HW_SOCKET, TEE_SOCKET
@@ -192,14 +193,16 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     allow_reuse_address = True
 
 
-def serve(device_dir: str | os.PathLike) -> None:
+def serve(device_dir: str | os.PathLike, preload: list[str] | None = None) -> None:
+    fixed_heap()
     device = Device(device_dir)
     world = SecureWorld(device)
     # The inference runtimes are part of the TEE image, as a TA's statically
     # linked TFLM would be: load them now, not inside the first initialize.
+    # ``preload`` names the image's runtimes (default: every one installed).
     from omg_ta.runtime import available_runtimes
 
-    available_runtimes()
+    available_runtimes(preload)
     servers = []
     for name, handler in ((TEE_SOCKET, _Handler), (HW_SOCKET, _HwHandler)):
         path = device.path / name
@@ -227,7 +230,10 @@ def serve(device_dir: str | os.PathLike) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (a notebook kernel killed, say)."""
+    """In the child before exec: SIGTERM when the parent dies (a notebook kernel killed, say).
+
+    Linux ties this to the *thread* that started the child: start daemons
+    from a thread that lives as long as they should (the main one)."""
     if sys.platform == "linux":
         import ctypes
         import signal
@@ -238,8 +244,12 @@ def _die_with_parent() -> None:
 class TeeDaemon:
     """Start and stop a device's TEE daemon as a child process."""
 
-    def __init__(self, device_dir: str | os.PathLike):
+    def __init__(
+        self, device_dir: str | os.PathLike, preload: list[str] | tuple[str, ...] | None = None
+    ):
         self.device = Path(device_dir)
+        self.preload = preload
+        """The TEE image's runtimes (default: every one installed)."""
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -257,8 +267,12 @@ class TeeDaemon:
         # One thread for BLAS, as a TA on one secure core: idle BLAS threads spinning
         # after a request would otherwise steal the other core from the normal world.
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "omgkit.tee", "--device", str(self.device)],
-                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)  # fmt: skip
+        cmd = [sys.executable, "-m", "omgkit.tee", "--device", str(self.device)]
+        if self.preload:
+            cmd += ["--preload", ",".join(self.preload)]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent
+        )
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -299,7 +313,11 @@ class TeeDaemon:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="the emulated TEE daemon")
     ap.add_argument("--device", required=True)
-    serve(ap.parse_args(argv).device)
+    ap.add_argument(
+        "--preload", help="runtimes of the TEE image, comma-separated (default: all installed)"
+    )
+    a = ap.parse_args(argv)
+    serve(a.device, a.preload.split(",") if a.preload else None)
     return 0
 
 

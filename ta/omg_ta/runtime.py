@@ -205,8 +205,8 @@ def load_runtime(name: str, model: bytes, **kwargs: Any) -> Runtime:
     return _ADAPTERS[name](model, **kwargs)
 
 
-def available_runtimes() -> list[str]:
-    """Runtimes whose package imports here."""
+def available_runtimes(only: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """Runtimes whose package imports here (of ``only``, if given); importing is loading."""
     mods = {
         "litert": "ai_edge_litert.interpreter",
         "tflm": "tflite_micro.python.tflite_micro.runtime",
@@ -214,6 +214,8 @@ def available_runtimes() -> list[str]:
     }
     out = []
     for name, mod in mods.items():
+        if only is not None and name not in only:
+            continue
         try:
             importlib.import_module(mod)
         except Exception:  # a broken wheel counts as missing
