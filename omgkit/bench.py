@@ -88,7 +88,8 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
     process is limited with threadpoolctl, also when numpy was loaded before,
     as in a notebook): otherwise plain would use two cores against the TA's one,
     and idle BLAS threads spinning after a call slow the other side. Both use
-    the same allocator policy (``util.fixed_heap``).
+    the same allocator policy (``util.fixed_heap``). The TA's process is pinned
+    to one CPU and this thread to the others (``_pin``), restored at the end.
     """
     from threadpoolctl import threadpool_limits
 
