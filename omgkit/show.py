@@ -4,7 +4,8 @@ The notebooks stay thin (no functions of their own): every picture and
 table they show is made here, so it is tested and the same in every
 notebook; ``omg train``/``evaluate``/``reproduce`` save the same figures as
 PNG. Functions return matplotlib figures (outside pyplot), IPython display
-objects or plain dicts; nothing here changes state.
+objects or plain dicts; nothing here changes state (but for telling IPython,
+once, to show figures as PNG).
 """
 
 from __future__ import annotations
