@@ -40,9 +40,15 @@ def test_committed_notebook_is_clean_and_thin(path):
 
 
 @pytest.fixture(scope="module")
-def executed(tiny_corpus, board_home, tmp_path_factory):
-    """Run 01-06 in order with papermill; return {name: executed notebook}."""
+def executed(tiny_corpus, tmp_path_factory):
+    """Run 01-06 in order with papermill; return {name: executed notebook}.
+
+    The kernels get an OMG_HOME of their own (boards, keys, vendor), so what
+    the notebooks seal and deploy cannot collide with the other tests' vendor.
+    """
     import papermill as pm
+
+    from omgkit.board import emulator
 
     art = tmp_path_factory.mktemp("nb-artifacts")
     out_dir = tmp_path_factory.mktemp("nb-out")
@@ -52,16 +58,23 @@ def executed(tiny_corpus, board_home, tmp_path_factory):
         "03_encrypt_and_provision": {"BOARD": "emu://nbtest"},
         "05_overhead_and_accuracy": {"N": 8},
     }
-    assert os.environ.get("OMG_HOME") == str(
-        board_home
-    )  # boards and vendor stay in the test's home
+    old_home = os.environ.get("OMG_HOME")
+    os.environ["OMG_HOME"] = str(tmp_path_factory.mktemp("nb-omghome"))
     done = {}
-    for name in ORDER:
-        out = out_dir / f"{name}.ipynb"
-        pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out),
-                            parameters={**common, **params.get(name, {})}, kernel_name="python3",
-                            cwd=str(REPO / "notebooks"), progress_bar=False, execution_timeout=900)  # fmt: skip
-        done[name] = nbformat.read(out, as_version=4)
+    try:
+        for name in ORDER:
+            out = out_dir / f"{name}.ipynb"
+            pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out),
+                                parameters={**common, **params.get(name, {})}, kernel_name="python3",
+                                cwd=str(REPO / "notebooks"), progress_bar=False, execution_timeout=900)  # fmt: skip
+            done[name] = nbformat.read(out, as_version=4)
+    finally:
+        for st in emulator.list_boards():
+            emulator.down(st["name"])
+        if old_home is None:
+            os.environ.pop("OMG_HOME", None)
+        else:
+            os.environ["OMG_HOME"] = old_home
     return done
 
 
