@@ -124,20 +124,18 @@ def _guard_bench(
     from omg_ta.frontend import Frontend
     from omg_ta.runtime import load_runtime
 
-    from .convert import model_file
+    from .convert import deployable, model_file
     from .dataset import load_dataset
     from .guard import GuardedModel
     from .guard.local import LocalGuard
     from .labels import LABELS
     from .run import RunDir
     from .tee import mic_feed
-    from .train import load_settings
 
     run = RunDir(run_dir)
     man = run.manifest()
-    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
+    model, fe_settings = deployable(run.path)
     model_f32 = run.require(model_file("float32"), f"omg convert --run {run.path}").read_bytes()
-    fe_settings = load_settings(man).frontend
     root = Path(workdir or tempfile.mkdtemp(prefix="omg-bench-"))
     data_path = Path(data or man["data"]["path"])
     ds = load_dataset(data_path)

@@ -105,24 +105,13 @@ def _cmd_guard_demo(a: argparse.Namespace) -> int:
 
 
 def _cmd_guard_attacks(a: argparse.Namespace) -> int:
-    import tempfile
-
-    from .convert import model_file
-    from .guard.attacks import stage
-    from .guard.local import LocalGuard
-    from .run import RunDir
-    from .train import load_settings
-
-    run = RunDir(a.run)
-    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
-    frontend = load_settings(run.manifest()).frontend.to_dict()
+    from .guard.attacks import stage_run
 
     def say(o) -> None:
         mark = "blocked" if o.blocked else ("WRONG ERROR" if o.error else "NOT BLOCKED")
         print(f"{o.attack.name:<32} {mark:<8} {o.error or '-':<28} {o.attack.why}", flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="omg-attacks-") as tmp, LocalGuard.create(tmp) as lg:
-        outcomes = stage(lg, model, frontend, say=say)
+    outcomes = stage_run(a.run, say=say)
     bad = [o for o in outcomes if not o.blocked]
     print(f"{len(outcomes) - len(bad)}/{len(outcomes)} attacks failed with their own error")
     return 1 if bad else 0

@@ -13,7 +13,7 @@ import contextlib
 import io
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,11 +21,26 @@ from .errors import ConversionError
 from .run import RunDir
 from .util import atomic_write_bytes
 
+if TYPE_CHECKING:
+    from omg_ta.frontend import FrontendSettings
+
 QUANTIZATIONS = ("float32", "int8")
 
 
 def model_file(quantization: str) -> str:
     return f"model_{quantization}.tflite"
+
+
+def deployable(run_dir: str | os.PathLike) -> tuple[bytes, FrontendSettings]:
+    """What a converted run gives the guard: the int8 model's bytes and its frontend settings."""
+    from omg_ta.frontend import FrontendSettings
+
+    from .train import load_settings
+
+    run = RunDir(run_dir)
+    man = run.manifest()
+    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
+    return model, load_settings(man).frontend if "train" in man else FrontendSettings()
 
 
 def to_tflite(

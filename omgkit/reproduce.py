@@ -76,18 +76,12 @@ def _guard(run: Path) -> dict:
     """C3 and C4: the three phases with the vendor stopped after preparation; the staged attacks."""
     import tempfile
 
-    from .guard.attacks import stage
+    from .guard.attacks import stage_run
     from .guard.demo import run_demo
-    from .guard.local import LocalGuard
-    from .run import RunDir
-    from .train import load_settings
 
     with tempfile.TemporaryDirectory(prefix="omg-repro-") as tmp:
         steps = run_demo(run, Path(tmp) / "demo")
-        model = (run / "model_int8.tflite").read_bytes()
-        frontend = load_settings(RunDir(run).manifest()).frontend.to_dict()
-        with LocalGuard.create(Path(tmp) / "attacks") as lg:
-            outcomes = stage(lg, model, frontend)
+    outcomes = stage_run(run)
     offline_at = next(i for i, st in enumerate(steps) if st.name == "vendor offline")
     after = steps[offline_at + 1 :]
     return {

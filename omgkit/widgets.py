@@ -107,13 +107,9 @@ class Walkthrough:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, **kw) -> Walkthrough:
-        from .convert import model_file
-        from .run import RunDir
-        from .train import load_settings
+        from .convert import deployable
 
-        run = RunDir(run_dir)
-        model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
-        return cls(model, load_settings(run.manifest()).frontend, **kw)
+        return cls(*deployable(run_dir), **kw)
 
     def _history(self) -> dict[str, bytes]:
         """The device ran version 1 before: provisioned, initialized (counter at 1), files kept."""

@@ -34,15 +34,10 @@ from omg_ta.license import Policy
 from omg_ta.package import parse_header
 from omg_ta.runtime import load_runtime
 from omgkit.guard import VendorClient, VendorServer
+from omgkit.guard.attacks import flip, patch_ta, ta_dir
 from omgkit.guard.vendor import VendorUnreachableError
 from omgkit.tee import TeeDaemon, mic_feed, set_clock_offset
 from omgkit.tee.bundle import sign_bundle
-
-
-def _flip(blob: bytes, index: int) -> bytes:
-    b = bytearray(blob)
-    b[index] ^= 0x01
-    return bytes(b)
 
 
 def _prepared(world, name: str, version: int = 1, **kw):
@@ -135,9 +130,7 @@ def test_offline_after_preparation(guard_world, clips):
 def test_modified_ta_cannot_unseal(guard_world):
     g = _prepared(guard_world, "dev-modta")
     g.close()
-    ta_dir = g.device_dir / "ta" / str(C.TA_UUID)
-    entry = ta_dir / "entry.py"
-    entry.write_bytes(entry.read_bytes() + b"\nCHUNK = 1  # a patched TA\n")
+    patch_ta(g.device_dir)
     # unsigned: the TEE refuses to load it at all
     g2 = guard_world.host("dev-modta")
     with pytest.raises(TALoadError):
@@ -145,7 +138,7 @@ def test_modified_ta_cannot_unseal(guard_world):
     g2.close()
     # re-signed with a key the TEE trusts (say a leaked development key): it loads, but
     # its measurement differs, so the sealed key does not open
-    sign_bundle(ta_dir, guard_world.ta_key)
+    sign_bundle(ta_dir(g.device_dir), guard_world.ta_key)
     g3 = guard_world.host("dev-modta")
     with pytest.raises(UnsealError):
         g3.initialize()
@@ -200,7 +193,7 @@ def test_tampered_package(world_ready, where):
     pkg = world.packages[1]
     _, _, body = parse_header(pkg)  # body: offset of the first segment; the signature ends there
     index = {"ciphertext": len(pkg) - 40, "header": 20, "signature": body - 10}[where]
-    g.install_package(_flip(pkg, index))
+    g.install_package(flip(pkg, index))
     try:
         with pytest.raises(PackageIntegrityError):
             g.initialize()
@@ -213,11 +206,11 @@ def test_tampered_license_and_sealed_blob(world_ready):
     lic_path, sealed_path = g.storage / "license.cose", g.storage / "sealed_key.bin"
     lic, sealed = lic_path.read_bytes(), sealed_path.read_bytes()
     try:
-        lic_path.write_bytes(_flip(lic, len(lic) - 100))
+        lic_path.write_bytes(flip(lic, len(lic) - 100))
         with pytest.raises(LicenseInvalidError):
             g.initialize()
         lic_path.write_bytes(lic)
-        sealed_path.write_bytes(_flip(sealed, len(sealed) - 5))
+        sealed_path.write_bytes(flip(sealed, len(sealed) - 5))
         with pytest.raises(UnsealError):
             g.initialize()
     finally:
@@ -230,7 +223,7 @@ def test_tampered_token(guard_world):
     token = g.attest(guard_world.vendor.new_nonce())
     with pytest.raises(TokenInvalidError):
         guard_world.vendor.issue_license(
-            _flip(token, len(token) - 70), model_id="kws", model_version=1
+            flip(token, len(token) - 70), model_id="kws", model_version=1
         )
     g.close()
 
@@ -298,7 +291,7 @@ def test_commands_out_of_order_and_bad_parameters(guard_world):
 
 def test_security_errors_say_nothing_specific(world_ready):
     world, g = world_ready
-    g.install_package(_flip(world.packages[1], len(world.packages[1]) - 1))
+    g.install_package(flip(world.packages[1], len(world.packages[1]) - 1))
     try:
         with pytest.raises(SecurityError) as e:
             g.initialize()

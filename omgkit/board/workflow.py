@@ -18,14 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from omg_ta.frontend import FrontendSettings
-
-from ..convert import model_file
+from ..convert import deployable
 from ..guard import Vendor
 from ..labels import LABELS
-from ..run import RunDir
 from ..tee.bundle import build_bundle
-from ..train import load_settings
 from . import home as _home
 from .connection import Board
 from .deployment import _agent, deploy
@@ -82,10 +78,7 @@ def deploy_run(url: str, run_dir: str | os.PathLike, *, model_version: int | Non
                vendor: Vendor | None = None) -> dict:  # fmt: skip
     v = vendor or default_vendor()
     bundle = ta_bundle(v)
-    run = RunDir(run_dir)
-    man = run.manifest()
-    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
-    fe = load_settings(man).frontend if "train" in man else FrontendSettings()
+    model, fe = deployable(run_dir)
     if model_version is None:  # the same bytes keep their version; a new model gets the next one
         model_version = v.version_for(MODEL_ID, model)
     pkg = v.seal_model(model, model_id=MODEL_ID, model_version=model_version, labels=list(LABELS),

@@ -221,3 +221,14 @@ def stage(lg: LocalGuard, model: bytes, frontend: dict, *,
         out.append(o)
         say(o)
     return out
+
+
+def stage_run(run_dir, *, say: Callable[[Outcome], None] = lambda o: None) -> list[Outcome]:
+    """:func:`stage` against a converted run's model, every party in a temporary directory."""
+    import tempfile
+
+    from ..convert import deployable
+
+    model, frontend = deployable(run_dir)
+    with tempfile.TemporaryDirectory(prefix="omg-attacks-") as tmp, LocalGuard.create(tmp) as lg:
+        return stage(lg, model, frontend.to_dict(), say=say)

@@ -19,16 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from omg_ta.frontend import Frontend, FrontendSettings
+from omg_ta.frontend import Frontend
 from omg_ta.runtime import load_runtime
 
 from ..audio import read_clip
-from ..convert import model_file
+from ..convert import deployable
 from ..errors import ConfigError
 from ..labels import LABELS
 from ..run import RunDir
 from ..tee import Device, mic_feed
-from ..train import load_settings
 from .host import GuardedModel
 from .local import LocalGuard
 from .vendor import VendorClient, VendorServer
@@ -47,10 +46,8 @@ class Step:
 def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = None, *, kem: str = "X25519",
              say: Callable[[Step], None] = lambda s: None) -> list[Step]:  # fmt: skip
     """Run preparation, initialization and operation; return the steps."""
-    run = RunDir(run_dir)
-    man = run.manifest()
-    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
-    frontend = load_settings(man).frontend if "train" in man else FrontendSettings()
+    man = RunDir(run_dir).manifest()
+    model, frontend = deployable(run_dir)
     root = Path(workdir or tempfile.mkdtemp(prefix="omg-guard-demo-"))
     if root.is_dir() and any(root.iterdir()):
         if not (root / ".omg-guard-demo").is_file():
