@@ -3,7 +3,7 @@
 The public API, importable from here. Names load lazily (PEP 562), so
 ``import omgkit`` stays light and TensorFlow loads only when training or
 conversion is called. Functions named like their module (``train``,
-``fetch``) are not here: use ``omgkit.train.train``, ``omgkit.fetch.fetch``.
+``fetch``) are not here: use ``omgkit.kws.train.train``, ``omgkit.kws.fetch.fetch``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ __version__ = "0.1.0"
 
 _API = {
     # data
-    "synthesize": "omgkit.corpus", "PROFILES": "omgkit.corpus", "available_engines": "omgkit.corpus",
-    "load_dataset": "omgkit.dataset", "read_clip": "omgkit.audio",
-    "LABELS": "omgkit.labels", "KEYWORDS": "omgkit.labels",
+    "synthesize": "omgkit.kws.corpus", "PROFILES": "omgkit.kws.corpus", "available_engines": "omgkit.kws.corpus",
+    "load_dataset": "omgkit.kws.dataset", "read_clip": "omgkit.kws.audio",
+    "LABELS": "omgkit.kws.labels", "KEYWORDS": "omgkit.kws.labels",
     # ML
     "Frontend": "omg_ta.frontend", "FrontendSettings": "omg_ta.frontend",
-    "build_model": "omgkit.models", "MODELS": "omgkit.models",
-    "TrainSettings": "omgkit.train", "AugmentSettings": "omgkit.augment",
-    "convert_run": "omgkit.convert", "to_tflite": "omgkit.convert",
-    "evaluate_run": "omgkit.evaluate", "load_runtime": "omg_ta.runtime",
+    "build_model": "omgkit.kws.models", "MODELS": "omgkit.kws.models",
+    "TrainSettings": "omgkit.kws.train", "AugmentSettings": "omgkit.kws.augment",
+    "convert_run": "omgkit.kws.convert", "to_tflite": "omgkit.kws.convert",
+    "evaluate_run": "omgkit.kws.evaluate", "load_runtime": "omg_ta.runtime",
     # guard and TEE
     "Vendor": "omgkit.guard", "VendorServer": "omgkit.guard", "VendorClient": "omgkit.guard",
     "GuardedModel": "omgkit.guard", "Policy": "omgkit.guard", "install_ta": "omgkit.guard",

@@ -16,6 +16,10 @@ import time
 
 import numpy as np
 
+from omg_ta import commands as C
+
+from .errors import OmgError
+
 
 def _summary(xs: list[float]) -> dict:
     xs = sorted(xs)
@@ -26,7 +30,7 @@ def _summary(xs: list[float]) -> dict:
 def board_rtt(url: str, n: int = 50, warmup: int = 5) -> dict:
     from .board import Board, RemoteEnclave
 
-    clip = (np.random.default_rng(0).standard_normal((1, 16000)) * 1000).astype(np.int16)
+    clip = (np.random.default_rng(0).standard_normal((1, C.CLIP_SAMPLES)) * 1000).astype(np.int16)
     with Board(url) as b, RemoteEnclave(b) as r:
         r.initialize()
         for _ in range(warmup):
@@ -52,14 +56,40 @@ def _rss_mb(pid: int) -> float:
 
 
 _PLAIN_RSS = r"""
-import sys, numpy as np
-from omg_ta.frontend import Frontend
+import json, sys, numpy as np
+from omg_ta.commands import CLIP_SAMPLES
+from omg_ta.frontend import Frontend, FrontendSettings
 from omg_ta.runtime import load_runtime
 rt = load_runtime(sys.argv[2], open(sys.argv[1], "rb").read())
-x = (np.random.default_rng(0).standard_normal((8, 16000)) * 1000).astype(np.int16)
-rt.classify(Frontend()(x)[..., None])
+fe = Frontend(FrontendSettings.from_dict(json.loads(sys.argv[3])))
+x = (np.random.default_rng(0).standard_normal((8, CLIP_SAMPLES)) * 1000).astype(np.int16)
+rt.classify(fe(x)[..., None])
 print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
 """
+
+
+class BenchError(OmgError):
+    """A part of the benchmark failed; its figures would be wrong, so none are reported."""
+
+
+def plain_peak_rss_mb(model_path, runtime: str, frontend) -> float:
+    """Peak RSS of a plain process that loads ``runtime`` and classifies a few clips, MB.
+
+    A failed process is an error, never a figure (it used to be recorded as 0 MB).
+    """
+    import json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", _PLAIN_RSS, str(model_path), runtime,
+                        json.dumps(frontend.to_dict())], capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = p.stdout.strip()
+    if p.returncode != 0 or not out.isdigit():
+        raise BenchError(
+            f"the plain {runtime} process for the memory figure failed (status {p.returncode}): "
+            + (" ".join(p.stderr.split())[-400:] or "no output")
+        )
+    return int(out) / 1024
 
 
 def _pin(ta_pid: int) -> dict | None:
@@ -116,31 +146,29 @@ def _guard_bench(
     Guarded = the TA in the emulated TEE's process, through the TEE Client
     API (audio through registered shared memory, or the secure microphone).
     """
-    import subprocess
-    import sys
+    import dataclasses
     import tempfile
     from pathlib import Path
 
     from omg_ta.frontend import Frontend
     from omg_ta.runtime import load_runtime
 
-    from .convert import deployable, model_file
-    from .dataset import load_dataset
     from .guard import GuardedModel
     from .guard.local import LocalGuard
-    from .labels import LABELS
-    from .run import RunDir
+    from .kws.dataset import load_dataset
+    from .kws.release import Release, model_file
+    from .kws.run import RunDir
     from .tee import mic_feed
 
     run = RunDir(run_dir)
     man = run.manifest()
-    model, fe_settings = deployable(run.path)
+    release = Release.from_run(run.path)
+    release.check()
+    model, fe_settings = release.model, release.frontend
     model_f32 = run.require(model_file("float32"), f"omg convert --run {run.path}").read_bytes()
     root = Path(workdir or tempfile.mkdtemp(prefix="omg-bench-"))
-    data_path = Path(data or man["data"]["path"])
-    ds = load_dataset(data_path)
-    ho = man["data"].get("holdout_engine")
-    x_test, y_test = ds.load(ds.select("testing", exclude_engines=[ho] if ho else None))
+    ds = load_dataset(Path(data or man.data_path))
+    x_test, y_test = ds.load(ds.evaluation_items("testing", man.holdout_engine))
     fe = Frontend(fe_settings)
     clip = x_test[:1]
 
@@ -148,7 +176,8 @@ def _guard_bench(
     lg = LocalGuard.create(root)
     vendor = lg.vendor
     res: dict = {
-        "model": man["train"]["settings"]["model"],
+        "model": man.model,
+        "frontend": fe_settings.kind,
         "test_clips": int(len(x_test)),
         "runtimes": {},
     }
@@ -158,9 +187,11 @@ def _guard_bench(
             # (as a TA links TFLM): the TA's memory is then that runtime's
             dev_path = lg.device(f"device-{rt_name}", runtimes=(rt_name,))
             pinned = _pin(lg.daemons[f"device-{rt_name}"].proc.pid)
-            mid = f"kws-{rt_name}"
-            pkg = vendor.seal_model(model, model_id=mid, model_version=1, labels=list(LABELS),
-                                    frontend=fe_settings.to_dict(), runtime=rt_name)  # fmt: skip
+            rel = dataclasses.replace(
+                release, model_id=f"{release.model_id}-{rt_name}", runtime=rt_name
+            )
+            mid = rel.model_id
+            pkg = vendor.seal_model(rel, model_version=1)
             g = GuardedModel(dev_path, root / f"normal-{rt_name}")
             t = time.perf_counter()
             g.prepare(vendor, model_id=mid, model_version=1)
@@ -246,9 +277,7 @@ def _guard_bench(
     finally:
         lg.close()
     for rt_name, r in res["runtimes"].items():
-        p = subprocess.run([sys.executable, "-c", _PLAIN_RSS, str(run.path / model_file("int8")), rt_name],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-        r["plain_peak_rss_mb"] = int(p.stdout.strip() or 0) / 1024
+        r["plain_peak_rss_mb"] = plain_peak_rss_mb(release.source, rt_name, fe_settings)
     res["plain_peak_rss_mb"] = max(r["plain_peak_rss_mb"] for r in res["runtimes"].values())
     f32 = load_runtime("litert", model_f32).classify(fe(x_test)[..., None])
     res["accuracy_plain_float32"] = float(np.mean(f32 == y_test))

@@ -16,7 +16,7 @@ from .errors import ConfigError, OmgError, OmgWarning
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
-    from .corpus import synthesize
+    from .kws.corpus import synthesize
 
     engines = a.engines.split(",") if a.engines else None
     r = synthesize(
@@ -27,7 +27,7 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(a: argparse.Namespace) -> int:
-    from .fetch import fetch
+    from .kws.fetch import fetch
 
     path = fetch(a.dataset, a.out, data_dir=a.data_dir, show_progress=not a.quiet)
     print(f"{a.dataset} ready at {path}")
@@ -35,9 +35,9 @@ def _cmd_fetch(a: argparse.Namespace) -> int:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .augment import AugmentSettings
-    from .features import FrontendSettings
-    from .train import TrainSettings, train
+    from .kws.augment import AugmentSettings
+    from .kws.features import FrontendSettings
+    from .kws.train import TrainSettings, train
 
     fe = FrontendSettings() if a.features == "mfcc" else FrontendSettings.micro_speech()
     s = TrainSettings(
@@ -59,7 +59,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_convert(a: argparse.Namespace) -> int:
-    from .convert import convert_run
+    from .kws.convert import convert_run
 
     sizes = convert_run(a.run, tuple(a.quantization))
     for q, n in sizes.items():
@@ -68,7 +68,7 @@ def _cmd_convert(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .kws.evaluate import evaluate_run
 
     r = evaluate_run(a.run, a.json, data=a.data, plots=not a.no_plots)
     ho = r["heldout_engine"]
@@ -140,16 +140,12 @@ def _cmd_vendor(a: argparse.Namespace) -> int:
         v.approve(m)
         print(f"approved measurement {m.hex()}")
     elif a.vendor_command == "seal":
-        from .convert import model_file
-        from .run import RunDir
-        from .train import load_settings
+        from .kws.release import Release
         from .util import atomic_write_bytes
 
-        run = RunDir(a.run)
-        model = run.require(model_file(a.quantization), f"omg convert --run {a.run}").read_bytes()
-        fe = load_settings(run.manifest()).frontend
-        pkg = v.seal_model(model, model_id=a.model_id, model_version=a.version,
-                           labels=run.manifest()["labels"]["labels"], frontend=fe.to_dict())  # fmt: skip
+        release = Release.from_run(a.run, model_id=a.model_id, quantization=a.quantization,
+                                   runtime=a.runtime)  # fmt: skip
+        pkg = v.seal_model(release, model_version=a.version)
         atomic_write_bytes(a.out, pkg)
         print(f"sealed {a.model_id} v{a.version} -> {a.out} ({len(pkg)} bytes)")
     elif a.vendor_command == "serve":
@@ -227,13 +223,12 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
 def _cmd_run(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from .audio import read_clip
     from .board.workflow import classify
-    from .labels import LABELS
+    from .kws.audio import read_clip
 
     names: list[str] = []
     if a.data:
-        from .dataset import load_dataset
+        from .kws.dataset import load_dataset
 
         ds = load_dataset(a.data)
         items = ds.select(a.split)
@@ -246,9 +241,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
     else:
         raise ConfigError("give clips (WAV files) or --data DIR [--split testing]")
     labels, t = classify(a.board, audio, mic=not a.buffer)
+    names_of = t["model"]["labels"]  # the class names the deployed package carries
     if truth is None or a.verbose:
         for n, lab in zip(names, labels, strict=True):
-            print(f"{n}: {LABELS[lab]}")
+            print(f"{n}: {names_of[lab]}")
     if truth is not None:
         acc = float(np.mean(np.asarray(labels) == truth))
         print(f"{len(labels)} clips of {a.split}: accuracy {acc:.4f} on the board")
@@ -307,8 +303,8 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .corpus.synth import PROFILES
-    from .models import MODELS
+    from .kws.corpus.synth import PROFILES
+    from .kws.models import MODELS
 
     p = argparse.ArgumentParser(prog="omg", description="Offline Model Guard workbench")
     p.add_argument(
@@ -445,7 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--run", default="artifacts/demo")
     d.add_argument(
-        "--version", type=int, default=1, help="model version (monotonic on each device)"
+        "--version",
+        type=int,
+        default=None,
+        help="model version, monotonic on each device (default: the version this model was "
+        "sealed under, or the next unused one)",
     )
     d.add_argument("--kem", default="X25519", choices=["X25519", "MLKEM768-X25519"])
     d.set_defaults(func=_cmd_deploy)
@@ -512,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     vs.add_argument("--model-id", default="kws")
     vs.add_argument("--version", type=int, default=1)
     vs.add_argument("--quantization", default="int8", choices=["int8", "float32"])
+    vs.add_argument("--runtime", default="litert", choices=["litert", "tflm", "tflite-runtime"],
+                    help="the runtime the TA loads the model with")  # fmt: skip
     vv = v.add_parser("serve", help="serve nonces and licenses over HTTP")
     vv.add_argument("dir")
     vv.add_argument("--host", default="127.0.0.1")

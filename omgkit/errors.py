@@ -9,6 +9,7 @@ Operational errors say what happened and what to do. Security failures
 
 from __future__ import annotations
 
+from omg_ta import commands as C
 from omg_ta.errors import (
     ConfigError,
     ModelFormatError,
@@ -76,7 +77,9 @@ class ConversionError(OmgError):
 
 
 class ArtifactError(OmgError):
-    """A run directory is missing a file a later step needs."""
+    """A run directory (or a device's storage) is missing a file a later step needs."""
+
+    result_code = C.RESULT_ARTIFACT
 
 
 class BoardError(OmgError):
@@ -84,11 +87,14 @@ class BoardError(OmgError):
 
 
 class BoardUnreachableError(BoardError, ConnectionError):
-    def __init__(self, host: str, port: int, reason: str):
-        self.host, self.port, self.reason = host, port, reason
-        super().__init__(
-            f"board {host}:{port} is unreachable ({reason}). Is it up? For an emulated board: `omg board up NAME`."
+    def __init__(self, host: str, port: int, reason: str, board: str = ""):
+        self.host, self.port, self.reason, self.board = host, port, reason, board
+        hint = (
+            f"Start it with `omg board up {board}`."
+            if board
+            else "Is it up, and does it run an SSH server on that port?"
         )
+        super().__init__(f"board {board or f'{host}:{port}'} is unreachable ({reason}). {hint}")
 
 
 class BoardAuthError(BoardError):

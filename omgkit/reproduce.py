@@ -26,10 +26,10 @@ def params_name(profile: str, model: str, seed: int) -> str:
 def reproduce(*, profile: str = "paper", model: str = "ds_cnn_s", seed: int = 0, art: str = "artifacts",
               results: str = "results", say=print) -> dict:  # fmt: skip
     from .bench import guard_bench
-    from .convert import convert_run
-    from .corpus import synthesize
-    from .evaluate import evaluate_run
-    from .train import TrainSettings, train
+    from .kws.convert import convert_run
+    from .kws.corpus import synthesize
+    from .kws.evaluate import evaluate_run
+    from .kws.train import TrainSettings, train
 
     name = params_name(profile, model, seed)
     art_p, res_p = Path(art), Path(results)
@@ -49,11 +49,11 @@ def reproduce(*, profile: str = "paper", model: str = "ds_cnn_s", seed: int = 0,
          lambda: say(synthesize(corpus, profile, seed=seed).summary()))  # fmt: skip
     step(
         "train",
-        (run / "model.keras").is_file(),
+        _done(run, "train"),
         lambda: train(corpus, run, TrainSettings(model=model, seed=seed)),
     )
-    step("convert", (run / "model_int8.tflite").is_file(), lambda: convert_run(run))
-    step("evaluate", (run / "evaluation.json").is_file(), lambda: evaluate_run(run))
+    step("convert", _done(run, "convert"), lambda: convert_run(run))
+    step("evaluate", _done(run, "evaluate"), lambda: evaluate_run(run))
     bench_f = run / "bench.json"
     step("bench", bench_f.is_file(),
          lambda: atomic_write_text(bench_f, json.dumps(guard_bench(run, workdir=None, say=say), indent=2) + "\n"))  # fmt: skip
@@ -98,6 +98,18 @@ def _guard(run: Path) -> dict:
             "total": len(outcomes),
         },
     }  # fmt: skip
+
+
+def _done(run: Path, step: str) -> bool:
+    """A step is done when the manifest records it, which it does after its last file.
+
+    A file alone says nothing: a training killed mid-way can leave ``model.keras``.
+    """
+    from .kws.run import RunDir
+
+    if not (run / "manifest.json").is_file():
+        return False
+    return RunDir(run).manifest().done(step)
 
 
 def _corpus_complete(corpus: Path) -> bool:

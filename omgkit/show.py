@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import LABELS
+from omg_ta.commands import SAMPLE_RATE
 
 
 def _figure(width: float, height: float):
@@ -91,8 +91,8 @@ def example_clips(ds, words: Iterable[str] = ("yes", "no", "up", "stop"), split:
     out: dict[str, np.ndarray] = {}
     pool = ds.select(split)
     for w in words:
-        if w in LABELS:
-            items = [it for it in pool if it.label == LABELS.index(w)]
+        if w in ds.labels:
+            items = [it for it in pool if it.label == ds.labels.index(w)]
         else:
             items = [it for it in pool if Path(it.path).parts[0] == w]
         items = items[:per_word]
@@ -108,7 +108,7 @@ def listen(clips: Mapping[str, np.ndarray]):
     from IPython.display import HTML, Audio
 
     rows = "".join(
-        f"<tr><td style='padding-right:1em'>{name}</td><td>{Audio(a, rate=16000)._repr_html_()}</td></tr>"
+        f"<tr><td style='padding-right:1em'>{name}</td><td>{Audio(a, rate=SAMPLE_RATE)._repr_html_()}</td></tr>"
         for name, a in clips.items()
     )
     return HTML(f"<table>{rows}</table>")
@@ -123,7 +123,7 @@ def plot_clips(clips: Mapping[str, np.ndarray], frontend=None):
     fig = _figure(3.2 * n, 4.2)
     axes = fig.subplots(2, n, squeeze=False)
     for i, (name, a) in enumerate(clips.items()):
-        t = np.arange(a.size) / 16000
+        t = np.arange(a.size) / SAMPLE_RATE
         axes[0, i].plot(t, a.astype(np.float32) / 32768, lw=0.5)
         axes[0, i].set_title(name, fontsize=9)
         axes[0, i].set_ylim(-1, 1)
@@ -159,9 +159,9 @@ def plot_history(run_or_history: str | os.PathLike | Mapping[str, list[float]]):
 
 def quantization_table(run_dir: str | os.PathLike, ev: Mapping[str, Any]) -> list[dict[str, Any]]:
     """float32 against int8: size and accuracy per split."""
-    from .run import RunDir
+    from .kws.run import RunDir
 
-    sizes = RunDir(run_dir).manifest().get("convert", {}).get("sizes", {})
+    sizes = RunDir(run_dir).manifest().section("convert").get("sizes", {})
     rows = []
     for q in ("float32", "int8"):
         acc = ev["accuracy"][q]
@@ -171,13 +171,14 @@ def quantization_table(run_dir: str | os.PathLike, ev: Mapping[str, Any]) -> lis
     return rows
 
 
-def draw_confusion(ax, m: np.ndarray, title: str) -> None:
-    """A row-normalised confusion matrix with clip counts, on ``ax``."""
+def draw_confusion(ax, m: np.ndarray, title: str, labels: Iterable[str]) -> None:
+    """A row-normalised confusion matrix with clip counts, on ``ax``; ``labels`` name the classes."""
     m = np.asarray(m)
+    labels = list(labels)
     rows = m / np.maximum(1, m.sum(axis=1, keepdims=True))
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(LABELS)), LABELS, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(LABELS)), LABELS, fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
@@ -186,9 +187,9 @@ def draw_confusion(ax, m: np.ndarray, title: str) -> None:
                 color="white" if rows[i, j] > 0.5 else "black")  # fmt: skip
 
 
-def plot_confusion(m: np.ndarray, title: str):
+def plot_confusion(m: np.ndarray, title: str, *, labels: Iterable[str]):
     fig = _figure(6.4, 5.6)
-    draw_confusion(fig.subplots(), m, title)
+    draw_confusion(fig.subplots(), m, title, labels)
     fig.tight_layout()
     return fig
 
@@ -200,7 +201,7 @@ def plot_confusions(ev: Mapping[str, Any]):
     fig = _figure(6 * len(mats), 5.4)
     axes = fig.subplots(1, len(mats), squeeze=False)
     for ax, (q, m) in zip(axes[0], mats.items(), strict=True):
-        draw_confusion(ax, m, f"{q}: accuracy {np.trace(m) / max(1, m.sum()):.4f}")
+        draw_confusion(ax, m, f"{q}: accuracy {np.trace(m) / max(1, m.sum()):.4f}", ev["labels"])
     fig.tight_layout()
     return fig
 
@@ -250,7 +251,7 @@ def token_claims(token: bytes) -> dict[str, Any]:
 
     from omg_ta import cose
 
-    from .guard import token as tok
+    from .tee import token as tok
 
     msg = cose.parse_sign1(token)
     d = cose.loads(msg.payload)

@@ -9,25 +9,39 @@ import tempfile
 from pathlib import Path
 
 
+def _atomic_write(path: str | os.PathLike, data: bytes, mode: int) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if mode != 0o600:
+                os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write via a temporary file in the same directory, fsync, then rename.
 
     Readers see the old file or the new one, never a part; the file gets
     the mode a plain ``open(path, "w")`` would give it.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(path, data, 0o666 & ~_umask())
+
+
+def write_secret(path: str | os.PathLike, data: bytes) -> None:
+    """Write key material atomically, readable by its owner only (0600) from the first byte.
+
+    The temporary file is created 0600 (``mkstemp``) and renamed into place:
+    at no moment does a wider mode exist, as it would with write-then-chmod.
+    """
+    _atomic_write(path, data, 0o600)
 
 
 def _umask() -> int:

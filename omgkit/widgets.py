@@ -37,14 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from omg_ta import commands as C
 from omg_ta import license as lic
 from omg_ta.errors import OmgError
-from omg_ta.frontend import FrontendSettings
 
 from .guard import attacks
 from .guard.host import LICENSE, PACKAGE, SEALED, GuardedModel
 from .guard.local import LocalGuard
-from .labels import LABELS
+from .kws.release import Release
 from .show import token_claims
 from .tee import mic_feed
 from .tee.bundle import measure, read_bundle
@@ -57,7 +57,6 @@ ATTACK_TOGGLES = {
     "swap_device": "swap the device (copy the files to another board)",
     "replay_old_model": "replay the old model (version 1)",
 }
-MODEL_ID = "kws"
 CURRENT, OLD = 2, 1
 
 
@@ -81,17 +80,14 @@ class StepResult:
 class Walkthrough:
     """The stepper's logic on a local emulated TEE (see the module docstring)."""
 
-    def __init__(self, model: bytes, frontend: FrontendSettings | None = None, *,
-                 workdir: str | os.PathLike | None = None,
+    def __init__(self, release: Release, *, workdir: str | os.PathLike | None = None,
                  clips: dict[str, np.ndarray] | None = None):  # fmt: skip
-        self.model = model
-        self.frontend = (frontend or FrontendSettings()).to_dict()
+        self.release = release
         self.root = Path(workdir or tempfile.mkdtemp(prefix="omg-walkthrough-"))
         self.clips = dict(clips or {})
         self.lg = LocalGuard.create(self.root)
         v = self.lg.vendor
-        self.packages = {ver: v.seal_model(model, model_id=MODEL_ID, model_version=ver, labels=list(LABELS),
-                                           frontend=self.frontend) for ver in (OLD, CURRENT)}  # fmt: skip
+        self.packages = {ver: v.seal_model(release, model_version=ver) for ver in (OLD, CURRENT)}
         self.device = self.lg.device("device")
         self.other_device = self.lg.device("other-device")
         self.storage = self.root / "device-normal"
@@ -107,16 +103,16 @@ class Walkthrough:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, **kw) -> Walkthrough:
-        from .convert import deployable
-
-        return cls(*deployable(run_dir), **kw)
+        return cls(Release.from_run(run_dir), **kw)
 
     def _history(self) -> dict[str, bytes]:
         """The device ran version 1 before: provisioned, initialized (counter at 1), files kept."""
         v = self.lg.vendor
         with GuardedModel(self.device, self.root / "old-normal") as g:
             g.provision(
-                v.issue_license(g.attest(v.new_nonce()), model_id=MODEL_ID, model_version=OLD)
+                v.issue_license(
+                    g.attest(v.new_nonce()), model_id=self.release.model_id, model_version=OLD
+                )
             )
             g.install_package(self.packages[OLD])
             g.initialize()
@@ -187,7 +183,9 @@ class Walkthrough:
 
     def _provision(self) -> str:
         token, self.token = self.token, None  # a token is good for one license (its nonce is spent)
-        self.license = self.lg.vendor.issue_license(token, model_id=MODEL_ID, model_version=CURRENT)
+        self.license = self.lg.vendor.issue_license(
+            token, model_id=self.release.model_id, model_version=CURRENT
+        )
         sealed = self.host.provision(self.license)
         self.host.install_package(self.packages[CURRENT])
         return f"license for v{CURRENT} issued; model key sealed to this TA on this device ({len(sealed)} bytes)"
@@ -224,8 +222,9 @@ class Walkthrough:
             raise StepOrderError(f"unknown clip {name!r}; clips: {', '.join(self.clips)}")
         mic_feed(self.device, self.clips[name][None, :])
         r = self.host.classify_mic(1)
-        self.result = {"clip": name, "label": LABELS[r.labels[0]], "ms": r.seconds * 1000}
-        return f"the secure microphone heard {name!r}: the TA says {LABELS[r.labels[0]]!r}"
+        label = self.initialized["labels"][r.labels[0]]  # the names the TA's package carries
+        self.result = {"clip": name, "label": label, "ms": r.seconds * 1000}
+        return f"the secure microphone heard {name!r}: the TA says {label!r}"
 
     # -- the panel -------------------------------------------------------------
     def panel(self) -> dict[str, Any]:
@@ -326,7 +325,9 @@ class WalkthroughUI:
             from IPython.display import Audio
 
             self.audio.outputs = ()
-            self.audio.append_display_data(Audio(self.w.clips[self.w.result["clip"]], rate=16000))
+            self.audio.append_display_data(
+                Audio(self.w.clips[self.w.result["clip"]], rate=C.SAMPLE_RATE)
+            )
         self.refresh()
         return r
 

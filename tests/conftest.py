@@ -18,26 +18,71 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """``OMG_TEST_ORDER=reverse`` or ``shuffle:SEED`` runs the suite in another order.
+
+    Tests must not depend on each other's order; this is how that is checked
+    (session fixtures are shared either way)."""
+    order = os.environ.get("OMG_TEST_ORDER", "")
+    if order == "reverse":
+        items.reverse()
+    elif order.startswith("shuffle:"):
+        import random
+
+        random.Random(int(order.split(":", 1)[1])).shuffle(items)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
-    from omgkit.corpus import synthesize
+    from omgkit.kws.corpus import synthesize
 
     out = tmp_path_factory.mktemp("corpus") / "tiny"
     synthesize(out, "tiny", seed=0, show_progress=False)
     return out
 
 
+def _train_tiny(corpus: Path, out: Path, **settings) -> Path:
+    from omgkit.kws.augment import AugmentSettings
+    from omgkit.kws.convert import convert_run
+    from omgkit.kws.train import TrainSettings, train
+
+    train(
+        corpus,
+        out,
+        TrainSettings(epochs=4, augment=AugmentSettings(copies=1), **settings),
+        verbose=0,
+    )
+    convert_run(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
-    """A DS-CNN-S trained for a few epochs on the tiny corpus, converted."""
-    from omgkit.augment import AugmentSettings
-    from omgkit.convert import convert_run
-    from omgkit.train import TrainSettings, train
+    """A DS-CNN-S (MFCC 49x10) trained for a few epochs on the tiny corpus, converted."""
+    return _train_tiny(tiny_corpus, tmp_path_factory.mktemp("runs") / "tiny")
 
-    run = tmp_path_factory.mktemp("runs") / "tiny"
-    train(tiny_corpus, run, TrainSettings(epochs=4, augment=AugmentSettings(copies=1)), verbose=0)
-    convert_run(run)
-    return run
+
+@pytest.fixture(scope="session")
+def tiny_run_logmel(tiny_corpus, tmp_path_factory) -> Path:
+    """The same on the micro_speech log-mel frontend (49x40): every guard path runs with it too."""
+    from omg_ta.frontend import FrontendSettings
+
+    out = tmp_path_factory.mktemp("runs") / "tiny-logmel"
+    return _train_tiny(tiny_corpus, out, frontend=FrontendSettings.micro_speech())
+
+
+@pytest.fixture(scope="session")
+def tiny_run_tinyconv(tiny_corpus, tmp_path_factory) -> Path:
+    """tiny_conv, the micro_speech model family the paper ran (MFCC 49x10)."""
+    return _train_tiny(
+        tiny_corpus, tmp_path_factory.mktemp("runs") / "tiny-tinyconv", model="tiny_conv"
+    )
+
+
+@pytest.fixture(scope="session", params=["mfcc", "logmel"])
+def any_tiny_run(request) -> Path:
+    """The tiny run of each frontend, for the tests every guard path must pass with both."""
+    return request.getfixturevalue("tiny_run" if request.param == "mfcc" else "tiny_run_logmel")
 
 
 def run_omg(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -52,30 +97,25 @@ def run_omg(*args: str, check: bool = True, timeout: float = 900) -> subprocess.
 
 
 class GuardWorld:
-    """Every party (omgkit.guard.local.LocalGuard) plus sealed packages of the tiny model.
+    """Every party (omgkit.guard.local.LocalGuard) plus sealed packages of a tiny run's release.
 
     All real parts: each device runs its own TEE daemon process; the vendor
     serves over HTTP on loopback in the tests that need it.
     """
 
-    def __init__(self, root: Path, model: bytes):
-        from omg_ta.frontend import FrontendSettings
+    def __init__(self, root: Path, run: Path):
         from omgkit.guard.local import LocalGuard
-        from omgkit.labels import LABELS
+        from omgkit.kws.release import Release
 
         self.local = LocalGuard.create(root)
-        self.root, self.model = root, model
+        self.root = root
+        self.release = Release.from_run(run)
+        self.model, self.labels = self.release.model, list(self.release.labels)
+        self.frontend = self.release.frontend
         self.manufacturer, self.ta_key = self.local.manufacturer, self.local.ta_key
         self.vendor, self.measurement = self.local.vendor, self.local.measurement
         self.daemons = self.local.daemons
-        self.labels = list(LABELS)
-        self.frontend = FrontendSettings().to_dict()
-        self.packages = {
-            v: self.vendor.seal_model(
-                model, model_id="kws", model_version=v, labels=self.labels, frontend=self.frontend
-            )  # fmt: skip
-            for v in (1, 2)
-        }
+        self.packages = {v: self.vendor.seal_model(self.release, model_version=v) for v in (1, 2)}
 
     def device(self, name: str):
         return self.local.device(name)
@@ -89,9 +129,24 @@ class GuardWorld:
 
 @pytest.fixture(scope="session")
 def guard_world(tiny_run, tmp_path_factory):
-    w = GuardWorld(tmp_path_factory.mktemp("guard"), (tiny_run / "model_int8.tflite").read_bytes())
+    w = GuardWorld(tmp_path_factory.mktemp("guard"), tiny_run)
     yield w
     w.close()
+
+
+@pytest.fixture(scope="session")
+def guard_world_logmel(tiny_run_logmel, tmp_path_factory):
+    w = GuardWorld(tmp_path_factory.mktemp("guard-logmel"), tiny_run_logmel)
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="session", params=["mfcc", "logmel"])
+def any_guard_world(request):
+    """The guard world of each frontend."""
+    return request.getfixturevalue(
+        "guard_world" if request.param == "mfcc" else "guard_world_logmel"
+    )
 
 
 @pytest.fixture(scope="session")

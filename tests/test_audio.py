@@ -8,8 +8,8 @@ import wave
 import numpy as np
 import pytest
 
-from omgkit.audio import read_clip, write_wav
 from omgkit.errors import AudioFormatError, OmgWarning
+from omgkit.kws.audio import read_clip, write_wav
 
 
 def _wav(path, data: np.ndarray, rate: int, channels: int = 1, width: int = 2) -> None:

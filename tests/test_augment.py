@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 
 from omg_ta.frontend import Frontend, FrontendSettings
-from omgkit.augment import AugmentSettings, augment, featurize_augmented
-from omgkit.features import featurize
+from omgkit.kws.augment import AugmentSettings, augment, featurize_augmented
+from omgkit.kws.features import featurize
 
 
 def _speech(n: int = 6) -> np.ndarray:
@@ -78,7 +78,7 @@ def _centroid(x: np.ndarray) -> np.ndarray:
 
 
 def test_spectral_tilt_darkens_or_brightens_and_keeps_loudness():
-    from omgkit.augment import _tilt
+    from omgkit.kws.augment import _tilt
 
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((3, 16000)) * 0.1).astype(np.float32)  # white: centroid ~4 kHz
@@ -102,7 +102,7 @@ def test_tilt_off_by_default_leaves_augmentation_unchanged():
 
 
 def test_balanced_class_weights():
-    from omgkit.train import balanced_class_weights
+    from omgkit.kws.train import balanced_class_weights
 
     y = np.array([0] * 10 + [1] * 30 + [2] * 10)
     w = balanced_class_weights(y, 4)

@@ -7,6 +7,7 @@ cuts the connection after a chosen number of bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,32 +39,67 @@ def board(board_home):
     return "emu://b1"
 
 
-def test_deploy_and_run_equal_plain_inference(board, tiny_run, tiny_corpus):
+def test_deploy_and_run_equal_plain_inference(board_home, any_tiny_run, tiny_corpus):
+    """On each frontend: deploy, classify the test split, redeploy (nothing sent), new version."""
+    from omgkit.board import emulator
     from omgkit.board.workflow import classify, deploy_run
-    from omgkit.dataset import load_dataset
+    from omgkit.kws.dataset import load_dataset
+    from omgkit.kws.release import Release
 
-    r = deploy_run(board, tiny_run, model_version=1)
-    assert not r["skipped"] and r["model"]["model_version"] == 1 and "model.omgpkg" in r["sent"]
+    name = f"b-{Release.from_run(any_tiny_run).frontend.kind}"
+    release = Release.from_run(any_tiny_run, model_id=f"kws-{name}")
+    emulator.create(name)
+    emulator.up(name)
+    board = f"emu://{name}"
+    r = deploy_run(board, release)
+    assert not r["skipped"] and "model.omgpkg" in r["sent"]
+    version = r["model"]["model_version"]
     ds = load_dataset(tiny_corpus)
     x, _ = ds.load(ds.select("testing"))
     labels, t = classify(board, x)
-    plain = load_runtime("litert", (tiny_run / "model_int8.tflite").read_bytes()).classify(
-        Frontend()(x)[..., None]
-    )
+    plain = load_runtime("litert", release.model).classify(Frontend(release.frontend)(x)[..., None])
     assert labels == plain.tolist()
+    assert t["model"]["labels"] == list(release.labels)
     assert 0 < t["rtt_median_ms"] < 1000
-    again = deploy_run(board, tiny_run, model_version=1)  # same release: nothing sent
-    assert again["skipped"] and again["sent"] == []
+    again = deploy_run(board, release)  # same release: nothing sent, same version
+    assert again["skipped"] and again["sent"] == [] and again["model"]["model_version"] == version
+    newer = deploy_run(board, release, model_version=version + 1)
+    assert newer["sent"] == ["model.omgpkg"] and len(newer["linked"]) >= 10  # the TA was there
+    assert newer["model"]["model_version"] == version + 1
+    emulator.down(name)
 
 
-def test_new_model_sends_only_what_changed(board, tiny_run):
-    from omgkit.board.workflow import deploy_run
+def test_a_bad_model_never_reaches_the_board(board_home, tiny_run, tiny_corpus, tmp_path):
+    """A truncated model is refused in one line before deployment; the board keeps its good one."""
+    import shutil
 
-    r = deploy_run(board, tiny_run, model_version=2)
-    assert (
-        r["sent"] == ["model.omgpkg"] and len(r["linked"]) >= 10
-    )  # the TA files were already there
-    assert r["model"]["model_version"] == 2
+    from conftest import run_omg
+
+    from omgkit.board import emulator
+    from omgkit.board.workflow import classify
+
+    emulator.create("b-bad")
+    emulator.up("b-bad")
+    good = run_omg("deploy", "--board", "emu://b-bad", "--run", str(tiny_run)).stdout
+    version = int(good.split(" v")[-1].split()[0])  # "... model kws vN initialized ..."
+    bad = tmp_path / "copy"
+    shutil.copytree(tiny_run, bad)
+    model = bad / "model_int8.tflite"
+    model.write_bytes(model.read_bytes()[: len(model.read_bytes()) // 2])
+    r = run_omg("deploy", "--board", "emu://b-bad", "--run", str(bad), check=False)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(model) in lines[0]
+    assert "cannot load the model" in lines[0]
+    from omgkit.kws.dataset import load_dataset
+
+    ds = load_dataset(tiny_corpus)
+    x, _ = ds.load(ds.select("testing")[:8])
+    labels, t = classify("emu://b-bad", x)  # the good model still runs, at its version
+    assert len(labels) == 8 and t["model"]["model_version"] == version
+    again = run_omg("deploy", "--board", "emu://b-bad", "--run", str(tiny_run))
+    assert "already deployed" in again.stdout
+    emulator.down("b-bad")
 
 
 def test_several_boards_at_once(board_home, board):
@@ -154,9 +190,11 @@ def test_board_down_fails_fast_and_clearly(board_home):
 
     emulator.create("b3")  # never started
     t = time.monotonic()
-    with pytest.raises(BoardUnreachableError, match="omg board up"):
+    with pytest.raises(BoardUnreachableError) as e:
         Board("emu://b3", timeout=5).open()
     assert time.monotonic() - t < 6
+    msg = str(e.value)  # said once, naming the board and the command that starts it
+    assert msg.count("unreachable") == 1 and "`omg board up b3`" in msg, msg
 
 
 # --- fault injection -----------------------------------------------------------
@@ -223,20 +261,20 @@ def _board_state(root: Path) -> str | None:
     return rel.name
 
 
+@pytest.mark.slow
 def test_cut_connection_leaves_old_or_new_never_a_mix(board_home, board, tiny_run):
     from omgkit.board import Board, deploy, emulator, trust
     from omgkit.board.connection import parse_url
     from omgkit.board.deployment import manifest_of, release_files, release_id
     from omgkit.board.workflow import default_vendor, ta_bundle
+    from omgkit.kws.release import Release
 
     v = default_vendor()
     bundle = ta_bundle(v)
-    model = (tiny_run / "model_int8.tflite").read_bytes()
+    release = dataclasses.replace(Release.from_run(tiny_run), model_id="kws-cut")
 
     def package(n: int) -> bytes:
-        return v.seal_model(
-            model, model_id="kws", model_version=n, labels=["x"] * 12, frontend={"kind": "mfcc"}
-        )
+        return v.seal_model(release, model_version=n)
 
     def rid(pkg: bytes) -> str:
         return release_id(manifest_of(release_files(bundle, pkg)))
@@ -296,18 +334,21 @@ def test_missing_runtime_on_the_board_says_so(board):
         _agent(b, "state")
 
 
-def test_versions_follow_the_model_bytes(board_home, tmp_path):
+def test_versions_follow_the_model_bytes(tiny_run, tmp_path):
+    from omgkit.errors import ConfigError
     from omgkit.guard import Vendor
+    from omgkit.kws.release import Release
 
     v = Vendor.create(tmp_path / "v")
-    a, b = b"TFL3" * 100, b"TFL3" * 101
-    assert v.version_for("m", a) == 1
-    v.seal_model(a, model_id="m", model_version=1, labels=["x"], frontend={})
-    assert v.version_for("m", a) == 1 and v.version_for("m", b) == 2
-    from omgkit.errors import ConfigError
-
+    a = Release.from_run(tiny_run, model_id="m")
+    b = Release.from_run(tiny_run, model_id="m", quantization="float32")  # other bytes
+    assert v.version_for(a) == 1
+    v.seal_model(a, model_version=1)
+    assert v.version_for(a) == 1 and v.version_for(b) == 2
     with pytest.raises(ConfigError, match="new version"):
-        v.seal_model(b, model_id="m", model_version=1, labels=["x"], frontend={})
+        v.seal_model(b, model_version=1)
+    with pytest.raises(ConfigError, match="new version"):  # same bytes, other labels
+        v.seal_model(dataclasses.replace(a, labels=tuple(reversed(a.labels))), model_version=1)
 
 
 def test_disk_full_is_named(board_home, tiny_run):
@@ -327,7 +368,7 @@ def test_disk_full_is_named(board_home, tiny_run):
     assert r.returncode == 0, f"this test mounts a small tmpfs and needs root: {r.stderr!r}"
     try:
         with pytest.raises(DiskFullError, match="no space left") as e:
-            deploy_run("emu://b4", tiny_run, model_version=1)
+            deploy_run("emu://b4", tiny_run)
         assert e.value.host == "127.0.0.1" and ".partial/" in e.value.path
     finally:
         emulator.down("b4")

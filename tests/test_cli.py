@@ -18,6 +18,7 @@ def test_help(cmd):
     assert "usage: omg" in r.stdout and "--" in r.stdout
 
 
+@pytest.mark.slow
 def test_pipeline_train_convert_evaluate(tiny_corpus, tmp_path):
     run = tmp_path / "run"
     r = run_omg(
@@ -53,14 +54,18 @@ def test_pipeline_train_convert_evaluate(tiny_corpus, tmp_path):
     assert res["test_accuracy_int8"] > 0.3  # chance is 1/12; ~0.8 measured after 4 epochs
     assert (run / "confusion_int8.png").stat().st_size > 10_000
     assert (run / "learning_curves.png").is_file()
-    man = json.loads((run / "manifest.json").read_text())
-    assert set(man["files"]) >= {
+    from omgkit.kws.run import RunDir
+
+    man = RunDir(run).manifest()
+    assert set(man.data["files"]) >= {
         "model.keras",
         "model_int8.tflite",
         "model_float32.tflite",
         "evaluation.json",
     }
-    assert man["data"]["holdout_engine"] == "pico" and len(man["data"]["fingerprint"]) == 64
+    assert all(man.done(step) for step in ("train", "convert", "evaluate"))
+    assert man.holdout_engine == "pico" and len(man.data_fingerprint) == 64
+    assert man.labels == tuple(res["labels"]) and man.frontend.kind == "mfcc"
 
 
 def test_errors_are_one_line_with_advice(tmp_path):
@@ -89,8 +94,8 @@ def test_unknown_model_on_cli(tiny_corpus, tmp_path):
 
 
 def test_fetch_offline_says_what_to_do(tmp_path, monkeypatch):
-    from omgkit import fetch as fetch_mod
     from omgkit.errors import DownloadError
+    from omgkit.kws import fetch as fetch_mod
 
     # A real HTTP request to a closed local port: the offline case, no mock.
     monkeypatch.setitem(
@@ -101,19 +106,22 @@ def test_fetch_offline_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_fetch_data_dir_accepts_a_real_layout_and_refuses_synthetic(tiny_corpus, tmp_path):
-    from omgkit.audio import write_wav
     from omgkit.errors import DatasetError
-    from omgkit.fetch import fetch
+    from omgkit.kws.audio import write_wav
+    from omgkit.kws.fetch import fetch
 
     with pytest.raises(DatasetError, match="synthetic corpus"):
         fetch("speech-commands", tmp_path, data_dir=tiny_corpus)
     import numpy as np
 
-    write_wav(tmp_path / "sc" / "yes" / "0a7c2a8d_nohash_0.wav", np.zeros(16000, np.float32))
+    from omg_ta.commands import CLIP_SAMPLES
+
+    write_wav(tmp_path / "sc" / "yes" / "0a7c2a8d_nohash_0.wav", np.zeros(CLIP_SAMPLES, np.float32))
     assert fetch("speech-commands", tmp_path, data_dir=tmp_path / "sc") == tmp_path / "sc"
 
 
-def test_guard_demo_runs_the_three_phases(tiny_run, tmp_path):
+def test_guard_demo_runs_the_three_phases(any_tiny_run, tmp_path):
+    tiny_run = any_tiny_run  # MFCC and log-mel alike
     r = run_omg("guard", "demo", "--run", str(tiny_run), "--workdir", str(tmp_path / "demo"))
     out = r.stdout
     for phase in ("preparation", "initialization", "operation"):
@@ -143,6 +151,20 @@ def test_guard_demo_without_a_run_says_what_to_do(tmp_path):
     assert r.returncode == 2 and "omg train" in r.stderr
 
 
+def test_guard_demo_refuses_a_truncated_model_in_one_line(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    model = run / "model_int8.tflite"
+    model.write_bytes(model.read_bytes()[:-1000])
+    r = run_omg("guard", "demo", "--run", str(run), "--workdir", str(tmp_path / "w"), check=False)
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {model}: litert cannot load the model")
+    assert not (tmp_path / "w").exists()  # stopped before any party was made
+
+
 def test_vendor_commands(tiny_run, tmp_path):
     from omgkit.tee import Manufacturer
 
@@ -164,10 +186,14 @@ def test_vendor_commands(tiny_run, tmp_path):
     assert r.returncode == 2 and "--measurement" in r.stderr
 
 
-def test_bench_reports_plain_against_guarded(tiny_run, tmp_path):
+def test_bench_reports_plain_against_guarded(any_tiny_run, tmp_path):
     out = tmp_path / "bench.json"
-    r = run_omg("bench", "--run", str(tiny_run), "-n", "6", "--json", str(out))
+    r = run_omg("bench", "--run", str(any_tiny_run), "-n", "6", "--json", str(out))
     res = json.loads(out.read_text())
+    from omgkit.kws.run import RunDir
+
+    assert res["frontend"] == RunDir(any_tiny_run).manifest().frontend.kind
+    assert all(rt["plain_peak_rss_mb"] > 10 for rt in res["runtimes"].values())
     for key in ("operation_ratio_tflm", "operation_ratio_litert_single", "operation_ratio_litert_batch",
                 "initialization_overhead_ms", "ta_peak_rss_mb", "labels_equal"):  # fmt: skip
         assert res[key] is not None, key

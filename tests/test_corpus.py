@@ -9,11 +9,11 @@ import wave
 import numpy as np
 import pytest
 
-from omgkit.corpus import ENGINES, available_engines, synthesize
-from omgkit.corpus.synth import PROFILES, plan_speakers
-from omgkit.dataset import load_dataset, which_set
 from omgkit.errors import EngineError, UnknownNameError
-from omgkit.labels import KEYWORDS
+from omgkit.kws.corpus import ENGINES, available_engines, synthesize
+from omgkit.kws.corpus.synth import PROFILES, plan_speakers
+from omgkit.kws.dataset import load_dataset, which_set
+from omgkit.kws.labels import KEYWORDS
 
 NAME = re.compile(r"^[0-9a-f]{8}_nohash_\d+\.wav$")
 
@@ -28,7 +28,7 @@ def test_every_engine_is_installed():
 
 
 def test_every_festival_voice_is_installed():
-    from omgkit.corpus.tts import FestivalEngine
+    from omgkit.kws.corpus.tts import FestivalEngine
 
     e = FestivalEngine()
     assert e.voices == e.all_voices, f"missing festival voices: {set(e.all_voices) - set(e.voices)}"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omgkit.audio import write_wav
-from omgkit.dataset import load_dataset, noise_region, which_set
 from omgkit.errors import DatasetError, DatasetNotFoundError
-from omgkit.labels import LABELS
+from omgkit.kws.audio import write_wav
+from omgkit.kws.dataset import load_dataset, noise_region, which_set
+from omgkit.kws.labels import LABELS
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from omgkit.errors import DatasetError, DownloadError
-from omgkit.fetch import download, safe_extract
+from omgkit.kws.fetch import download, safe_extract
 
 
 @pytest.fixture

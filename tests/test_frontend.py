@@ -39,7 +39,7 @@ def _tf_reference(audio: np.ndarray, s: FrontendSettings) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def clips(tiny_corpus) -> np.ndarray:
-    from omgkit.audio import read_clip
+    from omgkit.kws.audio import read_clip
 
     paths = sorted(tiny_corpus.glob("*/*_nohash_0.wav"))[:16]
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 
 from omg_ta.frontend import Frontend, FrontendSettings
-from omgkit.audio import read_clip
+from omgkit.kws.audio import read_clip
 
 GOLDEN = REPO / "data" / "golden"
 

@@ -51,7 +51,7 @@ def _prepared(world, name: str, version: int = 1, **kw):
 
 @pytest.fixture(scope="module")
 def clips(tiny_corpus):
-    from omgkit.dataset import load_dataset
+    from omgkit.kws.dataset import load_dataset
 
     ds = load_dataset(tiny_corpus)
     x, y = ds.load(ds.select("testing"))
@@ -62,13 +62,13 @@ def test_three_phases_and_labels_equal_plain(world_ready, clips):
     world, g = world_ready
     info = g.initialize()
     assert (
-        info["model_id"] == "kws"
+        info["model_id"] == world.release.model_id
         and info["labels"] == world.labels
         and info["scores_allowed"] is False
     )
     x, _ = clips
     guarded = g.classify_batch(x)
-    plain = load_runtime("litert", world.model).classify(Frontend()(x)[..., None])
+    plain = load_runtime("litert", world.model).classify(Frontend(world.frontend)(x)[..., None])
     assert guarded.labels == plain.tolist()  # the whole test split, same runtime
     assert guarded.scores is None  # the default license keeps scores inside
     mic_feed(g.device_dir, x[:5])
@@ -77,7 +77,9 @@ def test_three_phases_and_labels_equal_plain(world_ready, clips):
     # a batch larger than the shared-memory window streams through it in order
     big = np.resize(x, (2 * g.SHARED_CLIPS + 7, x.shape[1]))
     assert g.classify_batch(big).labels == np.resize(plain, len(big)).tolist()
-    assert len(g._window.buffer) == g.SHARED_CLIPS * 32000  # bounded, whatever the batch
+    assert (
+        len(g._window.buffer) == C.SHARED_WINDOW_CLIPS * C.CLIP_BYTES
+    )  # bounded, whatever the batch
     from omgkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="whole clips"):
@@ -104,9 +106,10 @@ def test_initialize_from_shared_memory(guard_world):
 
 
 @pytest.fixture(scope="module")
-def world_ready(guard_world):
-    g = _prepared(guard_world, "dev-main")
-    yield guard_world, g
+def world_ready(any_guard_world):
+    """A prepared device, on each frontend (MFCC and log-mel)."""
+    g = _prepared(any_guard_world, "dev-main")
+    yield any_guard_world, g
     g.close()
 
 
@@ -244,8 +247,7 @@ def test_unapproved_measurement(guard_world, tmp_path):
 
     strict = Vendor.create(tmp_path / "strict-vendor")
     strict.trust_manufacturer(guard_world.manufacturer.root_der)
-    strict.seal_model(guard_world.model, model_id="kws", model_version=1, labels=guard_world.labels,
-                      frontend=guard_world.frontend)  # fmt: skip
+    strict.seal_model(guard_world.release, model_version=1)
     g = guard_world.host("dev-unapproved")
     with pytest.raises(MeasurementNotApprovedError):
         strict.issue_license(g.attest(strict.new_nonce()), model_id="kws", model_version=1)
@@ -311,11 +313,11 @@ def test_daemon_down_is_a_clear_error(guard_world):
     guard_world.daemons["dev-down"] = TeeDaemon(path).start()
 
 
-def test_every_staged_attack_fails_with_its_own_error(guard_world):
+def test_every_staged_attack_fails_with_its_own_error(any_guard_world):
     """The recipe behind `omg guard attacks`, notebook 06 and the walkthrough's toggles."""
     from omgkit.guard.attacks import ATTACKS, stage
 
-    outcomes = stage(guard_world.local, guard_world.model, guard_world.frontend)
+    outcomes = stage(any_guard_world.local, any_guard_world.release)
     assert [o.attack for o in outcomes] == ATTACKS
     assert all(o.blocked for o in outcomes), [(o.attack.name, o.error, o.message) for o in outcomes]
     errors = [o.error for o in outcomes]

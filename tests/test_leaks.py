@@ -29,7 +29,7 @@ def _find(haystack: bytes, windows: set[bytes]) -> int | None:
 
 
 def test_no_model_or_audio_reaches_the_normal_world(guard_world, tiny_corpus):
-    from omgkit.dataset import load_dataset
+    from omgkit.kws.dataset import load_dataset
 
     frames: list[bytes] = []
     g = guard_world.host("dev-leak", recorder=frames.append)

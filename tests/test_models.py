@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omgkit.convert import to_tflite
 from omgkit.errors import ConversionError, UnknownNameError
-from omgkit.models import MODELS, build_model
+from omgkit.kws.convert import to_tflite
+from omgkit.kws.models import MODELS, build_model
 
 
 def test_unknown_model_lists_the_known_ones():

@@ -88,6 +88,7 @@ def _text(nb) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 def test_notebooks_run_top_to_bottom(executed):
     for name, nb in executed.items():
         errors = [
@@ -96,6 +97,7 @@ def test_notebooks_run_top_to_bottom(executed):
         assert not errors, f"{name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
 
 
+@pytest.mark.slow
 def test_notebooks_show_what_they_promise(executed):
     images = {n: sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
               for n, nb in executed.items()}  # fmt: skip
@@ -116,12 +118,14 @@ def test_notebooks_show_what_they_promise(executed):
     assert "10/10 attacks blocked" in _text(executed["06_attacks"])
 
 
+@pytest.mark.slow
 def test_notebook_outputs_hold_no_model_bytes(executed):
     """The plaintext model is the vendor's: shown as a histogram, never dumped into outputs."""
     text = json.dumps([nbformat.writes(nb) for nb in executed.values()])
     assert "TFL3" not in text  # the flatbuffer identifier of a .tflite model
 
 
+@pytest.mark.slow
 def test_make_lab_serves_the_notebooks_with_a_python3_kernel(tmp_path):
     """`make lab` starts JupyterLab on notebooks/; its python3 kernel is this environment's."""
     import signal

@@ -95,11 +95,12 @@ def sshd_board(board_home, tmp_path_factory):
     subprocess.run(["pkill", "-u", USER, "-f", "omgkit.tee"], capture_output=True)
 
 
+@pytest.mark.slow
 def test_openssh_deploy_and_classify(sshd_board, tiny_run, tiny_corpus):
     from omgkit.board import Board, trust
     from omgkit.board.workflow import classify, deploy_run, init_remote_device
-    from omgkit.dataset import load_dataset
     from omgkit.errors import UnknownHostKeyError
+    from omgkit.kws.dataset import load_dataset
 
     url, _ = sshd_board
     with pytest.raises(UnknownHostKeyError, match="SHA256:"):

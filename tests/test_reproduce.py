@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from omgkit.reproduce import reproduce
 
 
+@pytest.mark.slow
 def test_resumes_and_writes_named_results(tiny_corpus, tiny_run, tmp_path):
     art, res = tmp_path / "art", tmp_path / "results"
     # as if an earlier run had stopped after conversion
@@ -25,9 +28,13 @@ def test_resumes_and_writes_named_results(tiny_corpus, tiny_run, tmp_path):
     stem = res / "tiny-ds_cnn_s-seed0"
     data = json.loads(stem.with_suffix(".json").read_text())
     assert data["params"] == {"profile": "tiny", "model": "ds_cnn_s", "seed": 0}
-    assert data["bench"]["labels_equal"] is True and data["paper"]["plain_ms"] == 379.0
+    assert data["bench"]["labels_equal"] is True
     md = stem.with_suffix(".md").read_text()
-    assert "| guarded / plain, TFLM | 1.021 |" in md
+    # the table carries OUR measured figures beside the paper's (not only the paper's constants)
+    ours = data["bench"]["operation_ratio_tflm"]
+    assert f"| guarded / plain, TFLM | 1.021 | {ours:.3f} |" in md
+    acc = data["evaluation"]["test_accuracy_int8"]
+    assert f"{acc:.4f} int8" in md and 0 < acc <= 1
     assert data["offline"]["works_offline"] is True  # C3
     assert data["attacks"]["all_blocked"] is True and "| 10/10 |" in md  # C4
     assert (res / "tiny-ds_cnn_s-seed0-latency.png").stat().st_size > 5000

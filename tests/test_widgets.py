@@ -5,16 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from omg_ta.commands import CLIP_SAMPLES
 from omgkit.widgets import STEPS, StepOrderError, Walkthrough, WalkthroughUI
 
 
-@pytest.fixture(scope="module")
-def walk(tiny_run, tmp_path_factory):
-    from omgkit.audio import read_clip
+@pytest.fixture
+def walk(tiny_run, tmp_path):
+    """A fresh walkthrough per test: no test depends on what another left behind."""
     from omgkit.guard.demo import GOLDEN
+    from omgkit.kws.audio import read_clip
 
     clips = {w: read_clip(GOLDEN / f"{w}.wav") for w in ("yes", "no", "silence")}
-    w = Walkthrough.from_run(tiny_run, workdir=tmp_path_factory.mktemp("walk"), clips=clips)
+    w = Walkthrough.from_run(tiny_run, workdir=tmp_path / "walk", clips=clips)
     yield w
     w.close()
 
@@ -54,12 +56,12 @@ def test_the_three_phases_and_the_panel(walk):
     # the same label as plain inference of that clip
     from omg_ta.frontend import Frontend
     from omg_ta.runtime import load_runtime
-    from omgkit.labels import LABELS
 
-    plain = load_runtime("litert", walk.model).classify(
-        Frontend()(walk.clips["yes"][None, :])[..., None]
+    rel = walk.release
+    plain = load_runtime("litert", rel.model).classify(
+        Frontend(rel.frontend)(walk.clips["yes"][None, :])[..., None]
     )
-    assert walk.result["label"] == LABELS[int(plain[0])]
+    assert walk.result["label"] == rel.labels[int(plain[0])]
 
 
 def test_attack_toggles_fail_with_their_own_errors(walk):
@@ -88,7 +90,7 @@ def test_attack_toggles_fail_with_their_own_errors(walk):
 def test_replay_before_the_device_ran_v2_goes_through(tiny_run, tmp_path):
     """Honest about rollback protection: it needs the newer version to have run once."""
     w = Walkthrough.from_run(
-        tiny_run, workdir=tmp_path / "w", clips={"z": np.zeros(16000, np.int16)}
+        tiny_run, workdir=tmp_path / "w", clips={"z": np.zeros(CLIP_SAMPLES, np.int16)}
     )
     try:
         for s in ("load_ta", "attest", "provision"):
@@ -102,8 +104,6 @@ def test_replay_before_the_device_ran_v2_goes_through(tiny_run, tmp_path):
 
 def test_ui_buttons_follow_the_logic(walk):
     ui = WalkthroughUI(walk)
-    walk.close_session()
-    ui.refresh()
     assert [ui.buttons[s].disabled for s in STEPS] == [False, True, True, True, True]
     assert "load the TA first" in ui.buttons["attest"].tooltip
     ui.click("load_ta")
@@ -114,6 +114,8 @@ def test_ui_buttons_follow_the_logic(walk):
     ui.toggles["swap_device"].value = True
     assert walk.attacks["swap_device"] is True
     ui.toggles["swap_device"].value = False
+    ui.click("attest")
+    ui.click("provision")
     ui.click("initialize")
     ui.clip.value = "no"
     r = ui.click("classify")

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from omg_ta.frontend import Frontend, FrontendSettings
-from omgkit.audio import fit_clip, read_clip, write_wav
-from omgkit.corpus.tts import ENGINES, Speaker
+from omgkit.kws.audio import fit_clip, read_clip, write_wav
+from omgkit.kws.corpus.tts import ENGINES, Speaker
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "golden"
 

@@ -23,7 +23,8 @@ from cryptography.x509.oid import NameOID
 
 from omg_ta.license import Policy, issue
 from omg_ta.package import seal_package
-from omgkit.guard.token import Claims, make_token
+from omg_ta.secret import Secret
+from omgkit.tee.token import Claims, make_token
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "vectors"
 
@@ -55,7 +56,7 @@ def main() -> None:
     lic = issue(vendor, license_id=bytes(range(100, 116)), model_id="kws-vector", model_version=3,
                 device_id=device_id, measurement=measurement, issued_at=1_790_000_000,
                 policy=Policy(not_after=1_800_000_000, min_version=2, budget=None, scores=False),
-                kem="X25519", recipient=ta_kt.public_key(), model_key=key)  # fmt: skip
+                kem="X25519", recipient=ta_kt.public_key(), model_key=Secret(key))  # fmt: skip
     (OUT / "license.json").write_text(json.dumps({
         "vendor_seed": _seed("vendor").hex(), "ta_x25519_seed": _seed("ta-transport").hex(),
         "device_id": device_id.hex(), "measurement": measurement.hex(), "model_key": key.hex(),

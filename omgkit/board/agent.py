@@ -27,7 +27,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from omg_ta.commands import TA_UUID
+from omg_ta import commands as C
 
 from ..util import sha256_file
 
@@ -88,7 +88,7 @@ def commit(release: str) -> dict:
     _switch(root / "deploy" / "current", f"releases/{release}")
     ta_store = root / "device" / "ta"
     ta_store.mkdir(parents=True, exist_ok=True)
-    ta_link = ta_store / str(TA_UUID)
+    ta_link = ta_store / str(C.TA_UUID)
     if ta_link.exists() and not ta_link.is_symlink():
         shutil.rmtree(ta_link)
     if not ta_link.is_symlink():
@@ -136,10 +136,16 @@ def _write_frame(stream, obj: dict) -> None:
 def serve() -> None:
     import numpy as np
 
-    from omg_ta.errors import OmgError, SecurityError
+    from omg_ta.errors import BadParametersError
 
     from ..guard.host import GuardedModel
     from ..tee.client import mic_feed
+    from ..tee.wire import error_reply
+
+    def clips(blob: bytes) -> np.ndarray:
+        if not isinstance(blob, bytes) or len(blob) % C.CLIP_BYTES:
+            raise BadParametersError(f"audio must be whole clips of {C.CLIP_BYTES} bytes")
+        return np.frombuffer(blob, "<i2").reshape(-1, C.CLIP_SAMPLES)
 
     root = _root()
     g = GuardedModel(root / "device", root / "normal")
@@ -161,28 +167,22 @@ def serve() -> None:
                 elif op == "initialize":
                     res = {"info": g.initialize()}
                 elif op == "mic_play":
-                    mic_feed(g.device_dir, np.frombuffer(req["audio"], "<i2").reshape(-1, 16000))
+                    mic_feed(g.device_dir, clips(req["audio"]))
                     res = {}
                 elif op == "classify_mic":
                     r = g.classify_mic(int(req["n"]))
                     res = {"labels": r.labels, "scores": r.scores, "seconds": r.seconds}
                 elif op == "classify_batch":
-                    r = g.classify_batch(np.frombuffer(req["audio"], "<i2").reshape(-1, 16000))
+                    r = g.classify_batch(clips(req["audio"]))
                     res = {"labels": r.labels, "scores": r.scores, "seconds": r.seconds}
                 elif op == "close":
                     _write_frame(out, {"ok": True})
                     return
                 else:
-                    raise ValueError(f"unknown op {op!r}")
+                    raise BadParametersError(f"unknown op {op!r}")
                 _write_frame(out, {"ok": True, **res})
-            except OmgError as e:
-                code = getattr(e, "result_code", None)
-                msg = type(e).default_message if isinstance(e, SecurityError) else str(e)
-                _write_frame(
-                    out, {"ok": False, "error": type(e).__name__, "code": code, "message": msg}
-                )
-            except Exception as e:  # report, keep serving
-                _write_frame(out, {"ok": False, "error": type(e).__name__, "message": str(e)})
+            except Exception as e:  # one error reply (code, message); keep serving
+                _write_frame(out, error_reply(e, "agent"))
     finally:
         g.close()
 

@@ -116,7 +116,7 @@ class Board:
         try:
             sock = socket.create_connection((a.host, a.port), timeout=self.timeout)
         except OSError as e:
-            raise BoardUnreachableError(a.host, a.port, e.strerror or str(e)) from None
+            raise BoardUnreachableError(a.host, a.port, e.strerror or str(e), a.name) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         return sock
@@ -129,8 +129,9 @@ class Board:
         client.load_host_keys(str(self.known_hosts))
         policy = _Reject()
         client.set_missing_host_key_policy(policy)
+        sock = self._socket()  # its own errors say what happened; not caught and wrapped below
         try:
-            client.connect(a.host, a.port, username=a.user, key_filename=a.key, sock=self._socket(),
+            client.connect(a.host, a.port, username=a.user, key_filename=a.key, sock=sock,
                            timeout=self.timeout, banner_timeout=3 * self.timeout, auth_timeout=3 * self.timeout,
                            allow_agent=False, look_for_keys=False)  # fmt: skip
         except paramiko.BadHostKeyException as e:
@@ -142,17 +143,21 @@ class Board:
             client.close()
             if "timeout" in str(e).lower():  # a slow board, not a refused key
                 raise BoardUnreachableError(
-                    a.host, a.port, f"authentication timed out after {3 * self.timeout:.0f} s"
+                    a.host,
+                    a.port,
+                    f"authentication timed out after {3 * self.timeout:.0f} s",
+                    a.name,
                 ) from None
             raise BoardAuthError(a.host, a.port, a.user, a.key) from None
         except paramiko.SSHException as e:
             client.close()
             if policy.refused is not None:
                 raise UnknownHostKeyError(a.host, a.port, fingerprint(policy.refused)) from None
-            raise BoardUnreachableError(a.host, a.port, f"SSH failed: {e}") from None
+            raise BoardUnreachableError(a.host, a.port, f"SSH failed: {e}", a.name) from None
         except OSError as e:
             client.close()
-            raise BoardUnreachableError(a.host, a.port, str(e)) from None
+            sock.close()
+            raise BoardUnreachableError(a.host, a.port, e.strerror or str(e), a.name) from None
         client.get_transport().set_keepalive(15)
         self._client = client
         return self
@@ -224,7 +229,7 @@ def trust(url: str, *, known_hosts: str | os.PathLike | None = None, timeout: fl
     try:
         sock = socket.create_connection((a.host, a.port), timeout=timeout)
     except OSError as e:
-        raise BoardUnreachableError(a.host, a.port, e.strerror or str(e)) from None
+        raise BoardUnreachableError(a.host, a.port, e.strerror or str(e), a.name) from None
     t = paramiko.Transport(sock)
     try:
         t.start_client(timeout=timeout)

@@ -22,6 +22,8 @@ import os
 import time
 from pathlib import Path
 
+from omg_ta.commands import BUNDLE_SIG_FILE
+
 from ..errors import DiskFullError, RemoteCommandError
 from ..tee.bundle import read_bundle
 from .connection import Board
@@ -40,7 +42,7 @@ class DeployReport:
 
 def release_files(bundle_dir: str | os.PathLike, package: bytes) -> dict[str, bytes]:
     files = {f"ta/{k}": v for k, v in read_bundle(bundle_dir).items()}
-    files["ta/bundle.sig"] = (Path(bundle_dir) / "bundle.sig").read_bytes()
+    files[f"ta/{BUNDLE_SIG_FILE}"] = (Path(bundle_dir) / BUNDLE_SIG_FILE).read_bytes()
     files["model.omgpkg"] = package
     return files
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..util import atomic_write_text
+from ..util import atomic_write_text, write_secret
 from . import home as _home
 
 
@@ -64,8 +64,7 @@ def create(name: str, *, port: int | None = None) -> Path:
     for sub in ("deploy/releases", "normal"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     key = asyncssh.generate_private_key("ssh-ed25519")
-    key.write_private_key(str(d / "ssh_host_key"))
-    os.chmod(d / "ssh_host_key", 0o600)
+    write_secret(d / "ssh_host_key", key.export_private_key())
     client_pub = Path(str(_home.client_key()) + ".pub").read_text()
     atomic_write_text(d / "authorized_keys", client_pub)
     Device.create(root / "device", manufacturer(), [_home.ta_signing_key().public_key()])

@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..util import atomic_write_bytes
+from ..util import atomic_write_bytes, write_secret
 
 
 def home() -> Path:
@@ -37,8 +37,7 @@ def client_key() -> Path:
         k = Ed25519PrivateKey.generate()
         pem = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                               serialization.NoEncryption())  # fmt: skip
-        atomic_write_bytes(p, pem)
-        os.chmod(p, 0o600)
+        write_secret(p, pem)
         pub = k.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )

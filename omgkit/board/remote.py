@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from omg_ta.errors import BY_RESULT_CODE, OmgError
+from omg_ta import commands as C
+from omg_ta.errors import OmgError
 
 from ..errors import BoardError
 from ..tee import wire
@@ -55,11 +56,7 @@ class RemoteEnclave:
             self.open()
         self._chan.sendall(wire.frame({"op": op, **fields}))
         reply, _ = wire.read_frame(self._recv_exact)
-        if not reply.get("ok"):
-            cls = BY_RESULT_CODE.get(reply.get("code"))
-            if cls is not None:
-                raise cls(reply.get("message") or None)
-            raise OmgError(f"board: {reply.get('error')}: {reply.get('message')}")
+        wire.raise_for(reply)
         return reply
 
     def ping(self) -> float:
@@ -87,12 +84,12 @@ class RemoteEnclave:
 
     def classify_mic(self, audio: np.ndarray) -> list[int]:
         """Play clips into the board's secure microphone, then classify what it heard."""
-        a = np.asarray(audio, dtype="<i2").reshape(-1, 16000)
+        a = np.asarray(audio, dtype="<i2").reshape(-1, C.CLIP_SAMPLES)
         self.call("mic_play", audio=a.tobytes())
         return list(self.call("classify_mic", n=len(a))["labels"])
 
     def classify_batch(self, audio: np.ndarray) -> list[int]:
-        a = np.asarray(audio, dtype="<i2").reshape(-1, 16000)
+        a = np.asarray(audio, dtype="<i2").reshape(-1, C.CLIP_SAMPLES)
         return list(self.call("classify_batch", audio=a.tobytes())["labels"])
 
     def close(self) -> None:

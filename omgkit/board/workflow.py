@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..convert import deployable
+from omg_ta import commands as C
+
+from ..errors import BoardError
 from ..guard import Vendor
-from ..labels import LABELS
+from ..kws.release import Release
 from ..tee.bundle import build_bundle
 from . import home as _home
 from .connection import Board
 from .deployment import _agent, deploy
 from .emulator import manufacturer
 from .remote import RemoteEnclave
-
-MODEL_ID = "kws"
 
 
 def default_vendor() -> Vendor:
@@ -62,7 +62,10 @@ def init_remote_device(url: str) -> str:
                 }
             )
         )
-        b.run(f"mkdir -p device {dirs} deploy/releases normal")
+        # the secret directory is closed (0700) before any secret goes in
+        b.run(
+            f"umask 077 && mkdir -p device {dirs} deploy/releases normal && chmod 700 device/secure"
+        )
         sftp = b.sftp
         for p in sorted(dev.path.rglob("*")):
             rel = p.relative_to(dev.path.parent).as_posix()
@@ -70,29 +73,26 @@ def init_remote_device(url: str) -> str:
             if p.is_file():
                 sftp.put(str(p), target)
                 sftp.chmod(target, 0o600)
-        b.run("chmod 700 device/secure")
         return dev.device_id.hex()
 
 
-def deploy_run(url: str, run_dir: str | os.PathLike, *, model_version: int | None = None, kem: str = "X25519",
-               vendor: Vendor | None = None) -> dict:  # fmt: skip
+def deploy_run(url: str, run_dir: str | os.PathLike | Release, *, model_version: int | None = None,
+               kem: str = "X25519", vendor: Vendor | None = None) -> dict:  # fmt: skip
+    """Seal a run's release (checked first: a bad model never reaches the board), deploy, provision."""
+    release = run_dir if isinstance(run_dir, Release) else Release.from_run(run_dir)
     v = vendor or default_vendor()
+    if model_version is None:  # the same release keeps its version; a new model gets the next one
+        model_version = v.version_for(release)
+    pkg = v.seal_model(release, model_version=model_version)
     bundle = ta_bundle(v)
-    model, fe = deployable(run_dir)
-    if model_version is None:  # the same bytes keep their version; a new model gets the next one
-        model_version = v.version_for(MODEL_ID, model)
-    pkg = v.seal_model(model, model_id=MODEL_ID, model_version=model_version, labels=list(LABELS),
-                       frontend=fe.to_dict())  # fmt: skip
     with Board(url) as b:
         tee = _agent(b, "tee-up")
         if not tee.get("ok"):
-            from ..errors import BoardError
-
             raise BoardError(tee.get("message", "the board's TEE did not start"))
         report = deploy(b, bundle, pkg)
         t = time.perf_counter()
         with RemoteEnclave(b) as r:
-            r.prepare(v, model_id=MODEL_ID, model_version=model_version, kem=kem)
+            r.prepare(v, model_id=release.model_id, model_version=model_version, kem=kem)
             prep = time.perf_counter() - t
             info = r.initialize()
     return {"release": report.release, "sent": report.sent, "linked": report.linked, "skipped": report.skipped,
@@ -102,12 +102,15 @@ def deploy_run(url: str, run_dir: str | os.PathLike, *, model_version: int | Non
 def classify(
     url: str, audio: np.ndarray, *, batch: int = 256, mic: bool = True
 ) -> tuple[list[int], dict]:
-    """Labels for int16 clips on a deployed board; also timings."""
-    a = np.asarray(audio, dtype="<i2").reshape(-1, 16000)
+    """Labels for int16 clips on a deployed board; also timings and the model's info.
+
+    ``info["model"]["labels"]`` names the classes, as the TA's package does.
+    """
+    a = np.asarray(audio, dtype="<i2").reshape(-1, C.CLIP_SAMPLES)
     labels: list[int] = []
     with Board(url) as b, RemoteEnclave(b) as r:
         t = time.perf_counter()
-        r.initialize()
+        model = r.initialize()
         init = time.perf_counter() - t
         t = time.perf_counter()
         for i in range(0, len(a), batch):
@@ -116,6 +119,7 @@ def classify(
         op = time.perf_counter() - t
         rtt = sorted(r.ping() for _ in range(20))[10]
     return labels, {
+        "model": model,
         "initialization_seconds": init,
         "operation_seconds": op,
         "rtt_median_ms": rtt * 1000,

@@ -3,10 +3,10 @@
 Recipe layer (few decisions): :class:`Vendor` (seal a model, approve a TA,
 issue licenses), :class:`GuardedModel` (the three phases on a device).
 Low-level layer, clearly marked: ``omg_ta.package``, ``omg_ta.license``,
-``omgkit.guard.token`` and ``omg_ta.cose``.
+``omgkit.tee.token`` and ``omg_ta.cose``.
 
-Names load on first use: the secure world imports ``omgkit.guard.token``
-and must not pull in the vendor's HTTP server or the host app with it.
+Names load on first use: the board agent imports ``omgkit.guard.host`` and
+must not pull in the vendor's HTTP server with it.
 """
 
 from __future__ import annotations

@@ -22,11 +22,10 @@ import numpy as np
 from omg_ta.frontend import Frontend
 from omg_ta.runtime import load_runtime
 
-from ..audio import read_clip
-from ..convert import deployable
 from ..errors import ConfigError
-from ..labels import LABELS
-from ..run import RunDir
+from ..kws.audio import read_clip
+from ..kws.release import Release
+from ..kws.run import RunDir
 from ..tee import Device, mic_feed
 from .host import GuardedModel
 from .local import LocalGuard
@@ -45,9 +44,15 @@ class Step:
 
 def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = None, *, kem: str = "X25519",
              say: Callable[[Step], None] = lambda s: None) -> list[Step]:  # fmt: skip
-    """Run preparation, initialization and operation; return the steps."""
+    """Run preparation, initialization and operation; return the steps.
+
+    The run's release is checked before any party is set up: a model that
+    would not run in the TA stops here, with what is wrong.
+    """
     man = RunDir(run_dir).manifest()
-    model, frontend = deployable(run_dir)
+    release = Release.from_run(run_dir)
+    release.check()
+    model, frontend, labels = release.model, release.frontend, release.labels
     root = Path(workdir or tempfile.mkdtemp(prefix="omg-guard-demo-"))
     if root.is_dir() and any(root.iterdir()):
         if not (root / ".omg-guard-demo").is_file():
@@ -79,9 +84,10 @@ def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = Non
         return f"device {ctx['device'].device_id.hex()}: TA installed, TEE daemon started"
 
     def seal():
-        ctx["pkg"] = ctx["vendor"].seal_model(model, model_id="kws", model_version=1, labels=list(LABELS),
-                                              frontend=frontend.to_dict())  # fmt: skip
-        return f"model ({len(model)} bytes) sealed into a {len(ctx['pkg'])}-byte package"
+        ctx["pkg"] = ctx["vendor"].seal_model(release, model_version=1)
+        return (
+            f"model ({len(model)} bytes) checked and sealed into a {len(ctx['pkg'])}-byte package"
+        )
 
     step("setup", "parties", setup)
     step("setup", "device", device)
@@ -97,7 +103,7 @@ def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = Non
 
         def license_():
             ctx["license"] = vc.issue_license(
-                ctx["token"], model_id="kws", model_version=1, kem=kem
+                ctx["token"], model_id=release.model_id, model_version=1, kem=kem
             )
             return f"license issued by the vendor ({kem}), {len(ctx['license'])} bytes"
 
@@ -130,32 +136,33 @@ def run_demo(run_dir: str | os.PathLike, workdir: str | os.PathLike | None = Non
         def op():
             mic_feed(ctx["device"].path, clips)
             r = g.classify_mic(len(clips))
-            plain = load_runtime("litert", model).classify(Frontend(frontend)(clips)[..., None])
+            plain = load_runtime(release.runtime, model).classify(
+                Frontend(frontend)(clips)[..., None]
+            )
             same = (
                 "same as plain inference"
                 if r.labels == plain.tolist()
                 else "DIFFERENT from plain inference"
             )
             return (
-                f"secure microphone heard yes/no/silence → {[LABELS[i] for i in r.labels]} ({same})"
+                f"secure microphone heard yes/no/silence → {[labels[i] for i in r.labels]} ({same})"
             )
 
         step("operation", "classify", op)
 
-        data = Path(man.get("data", {}).get("path", ""))
+        data = man.data_path
         if data.is_dir():
 
             def split():
-                from ..dataset import load_dataset
+                from ..kws.dataset import load_dataset
 
                 ds = load_dataset(data)
-                ho = man["data"].get("holdout_engine")
-                x, _ = ds.load(ds.select("testing", exclude_engines=[ho] if ho else None))
+                x, _ = ds.load(ds.evaluation_items("testing", man.holdout_engine))
                 t = time.perf_counter()
                 guarded = g.classify_batch(x).labels
                 dt = time.perf_counter() - t
                 plain = (
-                    load_runtime("litert", model)
+                    load_runtime(release.runtime, model)
                     .classify(Frontend(frontend)(x)[..., None])
                     .tolist()
                 )

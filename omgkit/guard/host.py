@@ -119,10 +119,8 @@ class GuardedModel:
                                      [Value(C.SOURCE_MIC, max_clips), None, Output(), None])  # fmt: skip
         return self._result(out[2], time.perf_counter() - t)
 
-    SHARED_CLIPS = 64
-    """Clips per shared-memory window (2,048,000 bytes, the order of OP-TEE's
-    static shared-memory pool): a larger batch streams through it in several
-    invocations, so neither world maps more than one window's worth."""
+    SHARED_CLIPS = C.SHARED_WINDOW_CLIPS
+    """Clips per shared-memory window (``omg_ta.commands.SHARED_WINDOW_CLIPS``)."""
 
     def classify_batch(self, audio: np.ndarray, shared: SharedMemory | None = None) -> Result:
         """Evaluation mode: a batch streamed through registered shared memory.
@@ -132,18 +130,19 @@ class GuardedModel:
         usage budget, each invocation spends its own clips: a budget that
         runs out mid-batch raises after the earlier chunks were counted.
         """
-        a = np.asarray(audio, dtype="<i2").reshape(-1, 16000)
+        a = np.asarray(audio, dtype="<i2").reshape(-1, C.CLIP_SAMPLES)
         t = time.perf_counter()
         if shared is None:
             if self._window is None:
-                self._window = self.ctx.allocate_shared_memory(self.SHARED_CLIPS * 32000)
+                self._window = self.ctx.allocate_shared_memory(self.SHARED_CLIPS * C.CLIP_BYTES)
             shared = self._window
-        per = min(len(shared.buffer) // 32000, C.MAX_BATCH)
+        per = min(len(shared.buffer) // C.CLIP_BYTES, C.MAX_BATCH)
         if per < 1:
             raise ConfigError(
-                f"a shared window holds whole clips: {len(shared.buffer)} bytes < 32,000"
+                f"a shared window holds whole clips: {len(shared.buffer)} bytes < {C.CLIP_BYTES:,}"
             )
-        view = np.frombuffer(shared.buffer, dtype="<i2", count=per * 16000).reshape(per, 16000)
+        view = np.frombuffer(shared.buffer, dtype="<i2", count=per * C.CLIP_SAMPLES)
+        view = view.reshape(per, C.CLIP_SAMPLES)
         labels: list[int] = []
         scores: list[list[float]] | None = None
         session = self._session()

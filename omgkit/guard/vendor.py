@@ -26,18 +26,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from omg_ta import license as lic
 from omg_ta.errors import (
-    BY_RESULT_CODE,
     MeasurementNotApprovedError,
     NonceError,
     OmgError,
     SecurityError,
 )
 from omg_ta.package import seal_package
+from omg_ta.secret import Secret
 
 from ..errors import ConfigError
+from ..kws.release import Release
 from ..tee.pki import raw_public, read_private_key, write_private_key
-from ..util import atomic_write_bytes, atomic_write_text
-from .token import Claims, verify_token
+from ..tee.token import Claims, verify_token
+from ..util import atomic_write_bytes, atomic_write_text, write_secret
 
 NONCE_TTL = 300
 DEFAULT_LICENSE_DAYS = 30
@@ -101,53 +102,57 @@ class Vendor:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id)
         return self.path / "models" / f"{safe}@{int(version)}.key"
 
-    def seal_model(self, model: bytes, *, model_id: str, model_version: int, labels: list[str],
-                   frontend: dict, runtime: str = "litert", input_spec: dict | None = None) -> bytes:  # fmt: skip
-        """Encrypt a TFLite model under a fresh key (kept here) and sign the package.
+    def _model_key(self, model_id: str, version: int) -> Secret:
+        kp = self._model_key_path(model_id, version)
+        if not kp.is_file():
+            raise ConfigError(f"no model {model_id!r} version {version} sealed by this vendor")
+        return Secret(kp.read_bytes())
 
-        A version names one model: sealing the same bytes again returns the
-        same package (so a redeployment sends nothing); other bytes under a
-        used version are refused.
+    def seal_model(self, release: Release, *, model_version: int) -> bytes:
+        """Check a release's model, encrypt it under a fresh key (kept here), sign the package.
+
+        A model that would not run in the TA is refused before anything is
+        written (``Release.check``: ``ModelFormatError`` saying what is
+        wrong). A version names one model: sealing the same release again
+        returns the same package (so a redeployment sends nothing); another
+        model or other settings under a used version are refused.
         """
-        import hashlib
-
         from omg_ta.package import parse_header
 
-        kp = self._model_key_path(model_id, model_version)
+        mid, ver = release.model_id, int(model_version)
+        if ver < 1:
+            raise ConfigError(f"model versions start at 1, not {ver}")
+        release.check()
+        kp = self._model_key_path(mid, ver)
         pp = kp.with_suffix(".omgpkg")
+        spec = {"frontend": release.frontend.to_dict()}
         if pp.is_file():
-            old = pp.read_bytes()
-            if parse_header(old)[0].pt_sha256 == hashlib.sha256(model).digest():
-                return old
+            old = parse_header(pp.read_bytes())[0]
+            same = (old.pt_sha256, old.runtime, old.input, tuple(old.labels)) == (
+                release.sha256, release.runtime, spec, release.labels)  # fmt: skip
+            if same:
+                return pp.read_bytes()
             raise ConfigError(
-                f"model {model_id!r} version {model_version} was sealed with other bytes already; "
-                "give the new model a new version (--version)"
+                f"model {mid!r} version {ver} was sealed already, with another model or other "
+                "settings; give this one a new version (--version)"
             )
-        if kp.exists():
-            key = kp.read_bytes()
-        else:
-            key = secrets.token_bytes(32)
-            atomic_write_bytes(kp, key)
-            os.chmod(kp, 0o600)
-        spec = dict(input_spec or {})
-        spec["frontend"] = frontend
-        pkg = seal_package(model, key, self._key(), model_id=model_id, model_version=model_version,
-                            runtime=runtime, input_spec=spec, labels=labels)  # fmt: skip
+        if not kp.exists():
+            write_secret(kp, secrets.token_bytes(32))
+        key = self._model_key(mid, ver)
+        pkg = seal_package(release.model, key.reveal(), self._key(), model_id=mid, model_version=ver,
+                           runtime=release.runtime, input_spec=spec, labels=list(release.labels))  # fmt: skip
         atomic_write_bytes(pp, pkg)
         return pkg
 
-    def version_for(self, model_id: str, model: bytes) -> int:
-        """The version these bytes were sealed under, or the next unused one."""
-        import hashlib
-
+    def version_for(self, release: Release) -> int:
+        """The version this release was sealed under, or the next unused one of its model id."""
         from omg_ta.package import parse_header
 
-        digest = hashlib.sha256(model).digest()
         used = []
         for pp in (self.path / "models").glob("*.omgpkg"):
             h = parse_header(pp.read_bytes())[0]
-            if h.model_id == model_id:
-                if h.pt_sha256 == digest:
+            if h.model_id == release.model_id:
+                if h.pt_sha256 == release.sha256 and h.runtime == release.runtime:
                     return h.model_version
                 used.append(h.model_version)
         return max(used, default=0) + 1
@@ -200,17 +205,13 @@ class Vendor:
 
             raise UnknownNameError("KEM", kem, list(lic.KEMS))
         claims = self.verify_token(token)
-        kp = self._model_key_path(model_id, model_version)
-        if not kp.is_file():
-            raise ConfigError(
-                f"no model {model_id!r} version {model_version} sealed by this vendor"
-            )
+        model_key = self._model_key(model_id, model_version)
         now = int(time.time())
         policy = policy or lic.Policy(not_after=now + DEFAULT_LICENSE_DAYS * 86400)
         license_id = secrets.token_bytes(16)
         blob = lic.issue(self._key(), license_id=license_id, model_id=model_id, model_version=model_version,
                          device_id=claims.device_id, measurement=claims.measurement, issued_at=now,
-                         policy=policy, kem=kem, recipient=claims.recipient(kem), model_key=kp.read_bytes())  # fmt: skip
+                         policy=policy, kem=kem, recipient=claims.recipient(kem), model_key=model_key)  # fmt: skip
         with self._lock, open(self.path / "ledger.jsonl", "a") as f:
             f.write(json.dumps({"license_id": license_id.hex(), "model_id": model_id, "model_version": model_version,
                                 "device_id": claims.device_id.hex(), "measurement": claims.measurement.hex(),
@@ -254,14 +255,11 @@ class VendorServer:
                                                model_version=int(req["model_version"]), kem=req.get("kem", "X25519"))  # fmt: skip
                         return self._reply(200, {"license": blob})
                     return self._reply(404, {"message": "no such endpoint"})
-                except SecurityError as e:
-                    return self._reply(
-                        403, {"code": e.result_code, "message": type(e).default_message}
-                    )
-                except OmgError as e:
-                    return self._reply(400, {"message": str(e)})
-                except Exception:
-                    return self._reply(400, {"message": "bad request"})
+                except Exception as e:  # one error reply: (result code, message)
+                    from ..tee.wire import error_reply
+
+                    status = 403 if isinstance(e, SecurityError) else 400
+                    return self._reply(status, error_reply(e, "vendor"))
 
         self._httpd = http.server.ThreadingHTTPServer((host, port), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -303,11 +301,17 @@ class VendorClient:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 return cbor2.loads(r.read())
         except urllib.error.HTTPError as e:
-            body = cbor2.loads(e.read() or cbor2.dumps({}))
-            cls = BY_RESULT_CODE.get(body.get("code"))
-            if cls is not None:
-                raise cls() from None
-            raise ConfigError(f"vendor refused: {body.get('message', e.code)}") from None
+            from ..tee.wire import error_of
+
+            try:
+                body = cbor2.loads(e.read())
+            except Exception:
+                body = None
+            if not isinstance(body, dict) or "code" not in body:
+                raise VendorUnreachableError(
+                    f"{self.url}{path} answered HTTP {e.code} without an error reply: is it the vendor service?"
+                ) from None
+            raise error_of(body) from None
         except (urllib.error.URLError, OSError) as e:
             raise VendorUnreachableError(
                 f"vendor service at {self.url} is unreachable ({e}); preparation needs it once, "

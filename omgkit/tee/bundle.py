@@ -20,14 +20,13 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from omg_ta.entry import VENDOR_KEY_FILE
+from omg_ta.commands import BUNDLE_SIG_FILE, VENDOR_KEY_FILE
 from omg_ta.errors import TALoadError
 
 from ..util import atomic_write_bytes
 
 BUNDLE_CONTEXT = b"OMG-TA-BUNDLE-v1"
 SIG_CONTEXT = b"OMG-TA-SIG-v1"
-SIG_FILE = "bundle.sig"
 TA_SOURCE = Path(__file__).resolve().parents[2] / "ta" / "omg_ta"
 MAX_BUNDLE = 16 << 20
 
@@ -38,7 +37,7 @@ def read_bundle(path: str | os.PathLike) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     total = 0
     for f in sorted(root.rglob("*")):
-        if f.is_dir() or f.name == SIG_FILE or "__pycache__" in f.parts:
+        if f.is_dir() or f.name == BUNDLE_SIG_FILE or "__pycache__" in f.parts:
             continue
         rel = f.relative_to(root).as_posix()
         files[rel] = f.read_bytes()
@@ -63,7 +62,7 @@ def measure(files: dict[str, bytes]) -> bytes:
 def sign_bundle(path: str | os.PathLike, key: Ed25519PrivateKey) -> bytes:
     """Sign a bundle directory in place; returns its measurement."""
     m = measure(read_bundle(path))
-    atomic_write_bytes(Path(path) / SIG_FILE, key.sign(SIG_CONTEXT + m))
+    atomic_write_bytes(Path(path) / BUNDLE_SIG_FILE, key.sign(SIG_CONTEXT + m))
     return m
 
 

@@ -21,23 +21,21 @@ from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any
 
-from omg_ta.errors import BY_RESULT_CODE, OmgError
+from omg_ta import commands as C
+from omg_ta.errors import OmgError, TeeError
 
 from ..errors import ConfigError
 from . import wire
-from .wire import HW_SOCKET, TEE_SOCKET
+from .wire import HW_SOCKET, TEE_SOCKET, raise_for
 
-
-class TeeError(OmgError):
-    """The TEE or the TA failed with a result code that has no specific error."""
-
-    def __init__(self, code: int, message: str):
-        self.code = code
-        super().__init__(f"{message} (TEE result {code:#010x})")
+__all__ = ["Output", "Session", "SharedMemory", "SharedWindow", "TeeContext", "TeeError",
+           "TeeUnavailableError", "Value", "hardware", "mic_feed", "set_clock_offset"]  # fmt: skip
 
 
 class TeeUnavailableError(OmgError):
     """No TEE daemon answers for this device."""
+
+    result_code = C.RESULT_COMMUNICATION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +46,7 @@ class Value:
 
 @dataclasses.dataclass(frozen=True)
 class Output:
-    size: int = 16 << 20
+    size: int = C.MAX_OUTPUT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,15 +77,6 @@ class SharedMemory:
     def release(self) -> None:
         self._shm.close()
         self._shm.unlink()
-
-
-def _raise(reply: dict) -> None:
-    code = int(reply.get("code", 0xFFFF0000))
-    cls = BY_RESULT_CODE.get(code)
-    msg = str(reply.get("message", ""))
-    if cls is not None:
-        raise cls(msg) if msg else cls()
-    raise TeeError(code, msg or "TEE error")
 
 
 class Session:
@@ -171,8 +160,7 @@ class TeeContext:
             raise TeeUnavailableError(f"TEE daemon connection lost: {e}") from None
         if self.recorder:
             self.recorder(raw)
-        if not reply.get("ok"):
-            _raise(reply)
+        raise_for(reply)
         return reply
 
     def open_session(self, ta_uuid) -> Session:
@@ -207,15 +195,14 @@ def hardware(device_dir: str | os.PathLike, op: str, **fields) -> None:
             raise TeeUnavailableError(f"no TEE daemon for {device_dir}") from None
         wire.send(s, {"op": op, **fields})
         reply, _ = wire.recv(s)
-    if not reply.get("ok"):
-        raise TeeError(reply.get("code", 0), reply.get("message", ""))
+    raise_for(reply)
 
 
 def mic_feed(device_dir: str | os.PathLike, clips) -> None:
     """Play int16 clips into the device's secure microphone."""
     import numpy as np
 
-    a = np.asarray(clips, dtype="<i2").reshape(-1, 16000)
+    a = np.asarray(clips, dtype="<i2").reshape(-1, C.CLIP_SAMPLES)
     hardware(device_dir, "mic_feed", clips=[row.tobytes() for row in a])
 
 

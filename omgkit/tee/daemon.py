@@ -19,40 +19,19 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 import uuid
 from pathlib import Path
 
-from omg_ta.errors import BY_RESULT_CODE, OmgError, SecurityError
+from omg_ta.errors import BadParametersError, BadStateError, ShortBufferError
 
 from ..errors import ConfigError
 from ..util import fixed_heap
 from . import wire
 from .device import Device
-from .wire import HW_SOCKET, TEE_SOCKET
+from .wire import HW_SOCKET, TEE_SOCKET, error_reply
 from .world import SecureWorld
 
 PID_FILE = "tee.pid"
-TEE_ERROR_GENERIC = 0xFFFF0000
-TEE_ERROR_SHORT_BUFFER = 0xFFFF0010
-
-
-def _error_reply(e: BaseException) -> dict:
-    # A TA's errors come from its own copy of omg_ta.errors (it is imported from
-    # its verified bundle), so match on the result code, not on the class.
-    code = getattr(e, "result_code", None)
-    cls = BY_RESULT_CODE.get(code) if isinstance(code, int) else None
-    if cls is not None and issubclass(cls, SecurityError):
-        # the class's fixed text only: no detail about why a check failed
-        return {"ok": False, "code": code, "message": cls.default_message}
-    if cls is not None:
-        return {"ok": False, "code": code, "message": str(e)}
-    if isinstance(e, OmgError):
-        return {"ok": False, "code": TEE_ERROR_GENERIC, "message": str(e)}
-    print(f"tee: TA raised {type(e).__name__}", file=sys.stderr)
-    if os.environ.get("OMG_TEE_DEBUG"):
-        traceback.print_exception(e)
-    return {"ok": False, "code": TEE_ERROR_GENERIC, "message": "the TA failed"}
 
 
 class _FrameHandler(socketserver.BaseRequestHandler):
@@ -62,9 +41,6 @@ class _FrameHandler(socketserver.BaseRequestHandler):
 
     def reply_to(self, req: dict) -> dict:
         raise NotImplementedError
-
-    def error_reply(self, e: Exception) -> dict:
-        return {"ok": False, "code": TEE_ERROR_GENERIC, "message": str(e)}
 
     def closed(self) -> None:
         """Called once the connection ends."""
@@ -79,7 +55,7 @@ class _FrameHandler(socketserver.BaseRequestHandler):
                 try:
                     reply = self.reply_to(req)
                 except Exception as e:  # every failure becomes a reply with a result code
-                    reply = self.error_reply(e)
+                    reply = error_reply(e)
                 wire.send(self.request, reply)
         finally:
             self.closed()
@@ -94,9 +70,6 @@ class _Handler(_FrameHandler):
 
     def reply_to(self, req: dict) -> dict:
         return self.dispatch(req, self.sessions, self.shm)
-
-    def error_reply(self, e: Exception) -> dict:
-        return _error_reply(e)
 
     def closed(self) -> None:
         for sid in list(self.sessions):
@@ -126,11 +99,11 @@ class _Handler(_FrameHandler):
                 resource_tracker.unregister(shm[name]._name, "shared_memory")
             buf = shm[name].buf
             if off < 0 or size < 0 or off + size > len(buf):
-                raise ValueError("shared memory window out of range")
+                raise BadParametersError("shared memory window out of range")
             # a memref into shared memory, not a copy (as OP-TEE maps it into
             # the TA); the TA copies what it checks (omg_ta.commands)
             return buf[off : off + size].toreadonly()
-        raise ValueError("bad parameter")
+        raise BadParametersError("bad parameter slot")
 
     def dispatch(self, req: dict, sessions: set[int], shm: dict) -> dict:
         op = req.get("op")
@@ -142,7 +115,7 @@ class _Handler(_FrameHandler):
         if op == "invoke":
             sid = req["session"]
             if sid not in sessions:
-                raise ConfigError("session not opened on this connection")
+                raise BadStateError("session not opened on this connection")
             params = req["params"]
             args = [self._param_in(p, shm) for p in params]
             try:
@@ -158,8 +131,9 @@ class _Handler(_FrameHandler):
             for p, o in zip(params, out, strict=True):
                 if p is not None and p[0] == "o":
                     if o is not None and len(o) > int(p[1]):
-                        return {"ok": False, "code": TEE_ERROR_SHORT_BUFFER, "message": "short buffer",
-                                "size": len(o)}  # fmt: skip
+                        raise ShortBufferError(
+                            f"the TA's output of {len(o)} bytes does not fit the {int(p[1])}-byte buffer"
+                        )
                     res.append(["m", o or b""])
                 elif isinstance(o, tuple):
                     res.append(["v", o[0], o[1]])
@@ -172,7 +146,7 @@ class _Handler(_FrameHandler):
                 sessions.discard(sid)
                 w.close_session(sid)
             return {"ok": True}
-        raise ConfigError(f"unknown op {op!r}")
+        raise BadParametersError(f"unknown op {op!r}")
 
 
 class _HwHandler(_FrameHandler):
@@ -184,7 +158,7 @@ class _HwHandler(_FrameHandler):
         elif req["op"] == "clock_offset":
             self.world.device.set_clock_offset(int(req["seconds"]))
         elif req["op"] != "ping":
-            raise ValueError("unknown hardware op")
+            raise BadParametersError("unknown hardware op")
         return {"ok": True}
 
 

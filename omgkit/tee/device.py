@@ -16,8 +16,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from omg_ta.secret import Secret
+
 from ..errors import ConfigError
-from ..util import atomic_write_bytes, atomic_write_text
+from ..util import atomic_write_bytes, atomic_write_text, write_secret
 from .pki import Manufacturer, raw_public, read_private_key, write_private_key
 
 TEE_VERSION = "omgkit-emulated-tee/1"
@@ -40,8 +42,7 @@ class Device:
         s = p / "secure"
         s.mkdir(parents=True, exist_ok=True)
         os.chmod(s, 0o700)
-        atomic_write_bytes(s / "huk.bin", os.urandom(32))
-        os.chmod(s / "huk.bin", 0o600)
+        write_secret(s / "huk.bin", os.urandom(32))
         key = Ed25519PrivateKey.generate()
         device_id = hashlib.sha256(raw_public(key.public_key())).digest()[:16]
         write_private_key(s / "attest_key.pem", key)
@@ -59,8 +60,8 @@ class Device:
         return cls(p)
 
     # -- secrets (read by the secure world only) ---------------------------
-    def huk(self) -> bytes:
-        return (self.secure / "huk.bin").read_bytes()
+    def huk(self) -> Secret:
+        return Secret((self.secure / "huk.bin").read_bytes())
 
     def attestation_key(self) -> Ed25519PrivateKey:
         return read_private_key(self.secure / "attest_key.pem")

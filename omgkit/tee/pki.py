@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import ConfigError
-from ..util import atomic_write_bytes
+from ..util import atomic_write_bytes, write_secret
 
 _ROOT_KEY, _ROOT_CERT = "root_key.pem", "root_cert.der"
 
@@ -18,8 +18,7 @@ _ROOT_KEY, _ROOT_CERT = "root_key.pem", "root_cert.der"
 def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())  # fmt: skip
-    atomic_write_bytes(path, pem)
-    os.chmod(path, 0o600)
+    write_secret(path, pem)
 
 
 def read_private_key(path: Path) -> Ed25519PrivateKey:

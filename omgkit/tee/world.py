@@ -25,14 +25,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from omg_ta.errors import TALoadError, UnsealError
+from omg_ta import commands as C
+from omg_ta.errors import (
+    BadParametersError,
+    BadStateError,
+    TANotFoundError,
+    UnsealError,
+)
 
-from ..guard.token import Claims, make_token
-from .bundle import SIG_FILE, read_bundle, verify_bundle
+from .bundle import read_bundle, verify_bundle
 from .device import TEE_VERSION, Device
+from .token import Claims, make_token
 
 SEAL_MAGIC = b"OMGSEAL1"
-CLIP_BYTES = 32000
 
 
 class _BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -77,7 +82,7 @@ class _Services:
 
     def bundle_file(self, name: str) -> bytes:
         if name not in self._files:
-            raise TALoadError(f"TA bundle has no {name}")
+            raise TANotFoundError(f"the TA bundle has no {name}: rebuild it with build_bundle")
         return self._files[name]
 
     def attest(self, nonce: bytes, ta_keys: dict) -> bytes:
@@ -89,7 +94,7 @@ class _Services:
 
     def _seal_key(self) -> bytes:
         hk = HKDF(hashes.SHA256(), 32, salt=b"OMG-SEAL-v1", info=self.measurement)
-        return hk.derive(self._world.device.huk())
+        return hk.derive(self._world.device.huk().reveal())
 
     def seal(self, data: bytes) -> bytes:
         nonce = os.urandom(12)
@@ -139,9 +144,11 @@ class SecureWorld:
     def open_session(self, ta_uuid: _uuid.UUID) -> tuple[int, bytes]:
         """Load, verify, measure and start a TA; returns (session id, measurement)."""
         d = self.device.ta_store / str(ta_uuid)
-        sig_file = d / SIG_FILE
+        sig_file = d / C.BUNDLE_SIG_FILE
         if not sig_file.is_file():
-            raise TALoadError(f"no TA {ta_uuid} installed")
+            raise TANotFoundError(
+                f"no TA {ta_uuid} is installed on this device: deploy one (omg deploy)"
+            )
         files = read_bundle(d)
         m = verify_bundle(files, sig_file.read_bytes(), self.device.ta_signers())
         pkg = f"_omg_ta_{m.hex()[:16]}"
@@ -159,8 +166,6 @@ class SecureWorld:
     def invoke(self, sid: int, cmd: int, types: int, params: list) -> list:
         ta = self.sessions.get(sid)
         if ta is None:
-            from omg_ta.errors import BadStateError
-
             raise BadStateError("no such session")
         return ta.invoke(cmd, types, params)
 
@@ -168,14 +173,14 @@ class SecureWorld:
         ta = self.sessions.pop(sid, None)
         self.measurements.pop(sid, None)
         if ta is not None:
-            ta.invoke(4, 0, [None] * 4)  # CMD_CLOSE wipes the model and keys
+            ta.invoke(C.CMD_CLOSE, C.SIGNATURES[C.CMD_CLOSE], [None] * 4)  # wipes model and keys
 
     # -- "hardware" ----------------------------------------------------------
     def mic_feed(self, clips: list[bytes]) -> None:
         with self._mic_cv:
             for c in clips:
-                if len(c) != CLIP_BYTES:
-                    raise ValueError("microphone clips are 16000 int16 samples")
+                if len(c) != C.CLIP_BYTES:
+                    raise BadParametersError(f"microphone clips are {C.CLIP_BYTES} bytes (int16)")
                 self._mic.append(bytes(c))
             self._mic_cv.notify_all()
 

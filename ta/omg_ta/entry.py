@@ -30,16 +30,17 @@ from .errors import (
     DeviceMismatchError,
     LicenseExpiredError,
     LicenseInvalidError,
+    ModelFormatError,
+    OmgError,
     RollbackError,
     UnsealError,
 )
 from .frontend import Frontend, FrontendSettings
 from .package import open_package, parse_header
-from .runtime import load_runtime
+from .runtime import load_checked
+from .secret import Secret
 
-CLIP_SAMPLES = 16000
 CHUNK = 256  # clips classified at once inside the TA (the frontend works in smaller chunks)
-VENDOR_KEY_FILE = "vendor_ed25519.pub"
 
 
 class TeeApi(Protocol):
@@ -67,7 +68,7 @@ def _raw(pub) -> bytes:
 class KeywordTA:
     def __init__(self, tee: TeeApi):
         self.tee = tee
-        self.vendor = Ed25519PublicKey.from_public_bytes(tee.bundle_file(VENDOR_KEY_FILE))
+        self.vendor = Ed25519PublicKey.from_public_bytes(tee.bundle_file(C.VENDOR_KEY_FILE))
         self._kt: dict[str, Any] | None = None  # key-transport private keys, this session only
         self._model: dict[str, Any] | None = None  # decrypted model and its settings
         self._handlers = {
@@ -98,8 +99,8 @@ class KeywordTA:
     # -- handlers ----------------------------------------------------------
     def _get_attestation(self, p: list) -> list:
         nonce = p[0]
-        if not isinstance(nonce, bytes) or not 16 <= len(nonce) <= 64:
-            raise BadParametersError("nonce must be 16 to 64 bytes")
+        if not isinstance(nonce, bytes) or not C.NONCE_MIN <= len(nonce) <= C.NONCE_MAX:
+            raise BadParametersError(f"nonce must be {C.NONCE_MIN} to {C.NONCE_MAX} bytes")
         if self._kt is None:
             x = x25519.X25519PrivateKey.generate()
             m = mlkem.MLKEM768PrivateKey.generate()
@@ -118,7 +119,7 @@ class KeywordTA:
         if license.measurement != self.tee.measurement:
             raise LicenseInvalidError("license is for another TA measurement")
         key = lic.unwrap(license, self._kt[license.kem])
-        sealed = self.tee.seal(cbor2.dumps({"model_key": key, "license": license.digest,
+        sealed = self.tee.seal(cbor2.dumps({"model_key": key.reveal(), "license": license.digest,
                                             "model_id": license.model_id}))  # fmt: skip
         return [None, sealed, None, None]
 
@@ -129,7 +130,7 @@ class KeywordTA:
             raise DeviceMismatchError()
         try:
             sealed = cbor2.loads(self.tee.unseal(sealed_blob))
-            key = sealed["model_key"]
+            key = Secret(sealed["model_key"])
         except UnsealError:
             raise
         except Exception:
@@ -146,12 +147,16 @@ class KeywordTA:
         counter = f"model-version:{license.model_id}"
         if header.model_version < self.tee.counter(counter):
             raise RollbackError()
-        header, model = open_package(package, key, self.vendor)
-        self.tee.counter_advance(counter, header.model_version)
-        spec = header.input
-        settings = FrontendSettings.from_dict(spec["frontend"])
-        runtime = load_runtime(header.runtime, model)
+        header, model = open_package(package, key.reveal(), self.vendor)
+        # the model must load and fit its frontend and labels BEFORE anything
+        # persistent changes: a bad model leaves counter and budget as they were
+        try:
+            settings = FrontendSettings.from_dict(dict(header.input.get("frontend", {})))
+        except (OmgError, TypeError, ValueError) as e:
+            raise ModelFormatError(f"the package's frontend settings are not usable: {e}") from None
+        runtime = load_checked(header.runtime, model, settings, header.labels)
         del model  # the runtime keeps its own reference; nothing else holds the plaintext
+        self.tee.counter_advance(counter, header.model_version)
         budget_key = f"budget:{license.license_id.hex()}"
         if license.policy.budget is not None and self.tee.storage_get(budget_key) is None:
             self.tee.storage_put(budget_key, str(license.policy.budget).encode())
@@ -180,14 +185,16 @@ class KeywordTA:
         if source == C.SOURCE_MIC:
             clips = self.tee.mic_read(max_clips, timeout=5.0)
             audio = (
-                np.frombuffer(b"".join(clips), "<i2").reshape(-1, CLIP_SAMPLES) if clips else None
+                np.frombuffer(b"".join(clips), "<i2").reshape(-1, C.CLIP_SAMPLES) if clips else None
             )
         elif source == C.SOURCE_BUFFER:
             buf = p[1]
-            if not isinstance(buf, (bytes, memoryview)) or len(buf) % (2 * CLIP_SAMPLES):
-                raise BadParametersError("audio buffer must hold whole 16000-sample int16 clips")
+            if not isinstance(buf, (bytes, memoryview)) or len(buf) % C.CLIP_BYTES:
+                raise BadParametersError(
+                    f"audio buffer must hold whole clips of {C.CLIP_BYTES} bytes"
+                )
             # read in place, a chunk at a time (the frontend copies each chunk)
-            audio = np.frombuffer(buf, "<i2").reshape(-1, CLIP_SAMPLES)[:max_clips]
+            audio = np.frombuffer(buf, "<i2").reshape(-1, C.CLIP_SAMPLES)[:max_clips]
         else:
             raise BadParametersError("unknown audio source")
         if audio is None or len(audio) == 0:

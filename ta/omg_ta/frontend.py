@@ -23,6 +23,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .commands import SAMPLE_RATE
 from .errors import ConfigError
 
 FEATURE_KINDS = ("mfcc", "logmel")
@@ -34,7 +35,7 @@ class FrontendSettings:
 
     kind: str = "mfcc"
     """``mfcc`` (Hello Edge) or ``logmel`` (micro_speech filterbank)."""
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     """Samples per second of the input audio."""
     clip_ms: int = 1000
     """Length of one clip; shorter input is zero-padded, longer is refused."""

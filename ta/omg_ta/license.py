@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
 from . import cose
 from .errors import LicenseInvalidError
+from .secret import Secret
 
 FORMAT_VERSION = 1
 KEMS = {"X25519": KEM.X25519, "MLKEM768-X25519": KEM.MLKEM768_X25519}
@@ -83,10 +84,10 @@ def kid_of(key: Ed25519PublicKey) -> bytes:
 
 
 def issue(signer: Ed25519PrivateKey, *, license_id: bytes, model_id: str, model_version: int, device_id: bytes,
-          measurement: bytes, issued_at: int, policy: Policy, kem: str, recipient, model_key: bytes) -> bytes:  # fmt: skip
+          measurement: bytes, issued_at: int, policy: Policy, kem: str, recipient, model_key: Secret) -> bytes:  # fmt: skip
     """Wrap ``model_key`` to ``recipient`` (the TA's public key) and sign the license."""
     info = key_info(license_id, model_id, model_version, device_id, measurement)
-    wrapped = suite(kem).encrypt(model_key, recipient, info=info)
+    wrapped = suite(kem).encrypt(model_key.reveal(), recipient, info=info)
     payload = cbor2.dumps({
         "v": FORMAT_VERSION, "license_id": license_id, "model_id": model_id, "model_version": model_version,
         "device_id": device_id, "measurement": measurement, "issued_at": issued_at,
@@ -118,7 +119,7 @@ def parse(data: bytes, vendor: Ed25519PublicKey) -> License:
                    d["issued_at"], pol, d["kem"], d["wrapped_key"], msg.kid or b"", bytes(data))  # fmt: skip
 
 
-def unwrap(lic: License, private_key) -> bytes:
+def unwrap(lic: License, private_key) -> Secret:
     """The model key, with the TA's key-transport private key."""
     info = key_info(lic.license_id, lic.model_id, lic.model_version, lic.device_id, lic.measurement)
     try:
@@ -127,4 +128,4 @@ def unwrap(lic: License, private_key) -> bytes:
         raise LicenseInvalidError() from None
     if len(key) != 32:
         raise LicenseInvalidError()
-    return key
+    return Secret(key)

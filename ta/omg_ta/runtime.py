@@ -20,15 +20,25 @@ None of them imports TensorFlow.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ModelFormatError, RuntimeUnavailableError, UnknownNameError
 
+if TYPE_CHECKING:
+    from .frontend import FrontendSettings
+
 RUNTIMES = ("litert", "tflm", "tflite-runtime")
 DEFAULT_RUNTIME = "litert"
 _PACKAGES = {"litert": "ai-edge-litert", "tflm": "tflite-micro", "tflite-runtime": "tflite-runtime"}
+
+
+def _one_line(e: BaseException) -> str:
+    """A runtime's error text on one line, at most 300 characters (they print C++ logs)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _check_flatbuffer(model: bytes) -> bytes:
@@ -125,7 +135,7 @@ class _InterpreterRuntime(Runtime):
             )
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise ModelFormatError(f"{self.name} cannot load the model: {e}") from None
+            raise ModelFormatError(f"{self.name} cannot load the model: {_one_line(e)}") from None
         inp = self._interp.get_input_details()[0]
         out = self._interp.get_output_details()[0]
         self._in_index, self._out_index = inp["index"], out["index"]
@@ -173,7 +183,7 @@ class TFLMRuntime(Runtime):
         try:
             self._interp = tflm.Interpreter.from_bytes(self._model, arena_size=arena)
         except (ValueError, RuntimeError) as e:
-            raise ModelFormatError(f"tflm cannot load the model: {e}") from None
+            raise ModelFormatError(f"tflm cannot load the model: {_one_line(e)}") from None
         inp = self._interp.get_input_details(0)
         out = self._interp.get_output_details(0)
         self.input_shape = tuple(int(d) for d in inp["shape"])
@@ -203,6 +213,42 @@ def load_runtime(name: str, model: bytes, **kwargs: Any) -> Runtime:
     if name not in _ADAPTERS:
         raise UnknownNameError("runtime", name, RUNTIMES)
     return _ADAPTERS[name](model, **kwargs)
+
+
+def check_model(rt: Runtime, settings: FrontendSettings, labels: Sequence[str]) -> None:
+    """Refuse a loaded model that does not fit its frontend settings or its labels.
+
+    The vendor runs this before sealing and the TA at initialization, before
+    it changes any counter: the model's input must be the frontend's feature
+    map, ``(frames, features)`` with a trailing channel of 1, and its output
+    one score per label.
+    """
+    want = (*settings.shape, 1)
+    got = tuple(int(d) for d in rt.input_shape[1:])
+    if got not in (want, want[:2]):
+        raise ModelFormatError(
+            f"the model takes features of shape {got}, but its frontend settings "
+            f"({settings.kind}, {settings.num_frames} frames x {settings.num_features}) make {want}: "
+            "seal it with the frontend settings it was trained with"
+        )
+    if (
+        not labels
+        or not all(isinstance(x, str) and x for x in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise ModelFormatError("the labels must be distinct, non-empty names, one per model output")
+    if rt.num_classes != len(labels):
+        raise ModelFormatError(
+            f"the model has {rt.num_classes} outputs but {len(labels)} labels are given"
+        )
+
+
+def load_checked(name: str, model: bytes, settings: FrontendSettings, labels: Sequence[str],
+                 **kwargs: Any) -> Runtime:  # fmt: skip
+    """:func:`load_runtime`, then :func:`check_model`: a runtime that fits, or ModelFormatError."""
+    rt = load_runtime(name, model, **kwargs)
+    check_model(rt, settings, labels)
+    return rt
 
 
 def available_runtimes(only: list[str] | tuple[str, ...] | None = None) -> list[str]:

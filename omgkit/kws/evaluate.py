@@ -24,26 +24,25 @@ import numpy as np
 
 from omg_ta.runtime import load_runtime
 
-from .convert import model_file
+from ..errors import OmgWarning
+from ..util import atomic_write_text
 from .dataset import load_dataset
-from .errors import OmgWarning
 from .features import Frontend, featurize
-from .labels import LABELS
+from .release import model_file
 from .run import RunDir
-from .train import load_settings, split_audio
-from .util import atomic_write_text
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(LABELS)) -> np.ndarray:
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    """Counts of (true, predicted) class pairs, ``n`` classes."""
     m = np.zeros((n, n), np.int64)
     np.add.at(m, (y_true, y_pred), 1)
     return m
 
 
-def plot_confusion(m: np.ndarray, path: str | os.PathLike, title: str) -> None:
-    from .show import plot_confusion as figure
+def plot_confusion(m: np.ndarray, labels, path: str | os.PathLike, title: str) -> None:
+    from ..show import plot_confusion as figure
 
-    figure(m, title).savefig(path, dpi=110)
+    figure(m, title, labels=labels).savefig(path, dpi=110)
 
 
 def _acc(y: np.ndarray, p: np.ndarray) -> float:
@@ -60,23 +59,23 @@ def evaluate_run(
     """Evaluate a converted run; write ``evaluation.json`` (and ``json_path``)."""
     run = RunDir(run_dir)
     man = run.manifest()
-    settings = load_settings(man)
+    labels = man.labels
     models = {
         q: run.require(model_file(q), f"omg convert --run {run.path}").read_bytes()
         for q in ("float32", "int8")
     }
-    data_path = Path(data or man["data"]["path"])
-    ds = load_dataset(data_path, seed=settings.seed)
+    data_path = Path(data or man.data_path)
+    ds = load_dataset(data_path, seed=man.seed)
     fp = ds.fingerprint()
-    if fp != man["data"]["fingerprint"]:
+    if fp != man.data_fingerprint:
         warnings.warn(
             f"{data_path} differs from the corpus the model was trained on",
             OmgWarning,
             stacklevel=2,
         )
-    holdout = man["data"]["holdout_engine"]
-    frontend = Frontend(settings.frontend)
-    audio = split_audio(ds, holdout)
+    holdout = man.holdout_engine
+    frontend = Frontend(man.frontend)
+    audio = ds.split_audio(holdout)
     feats = {k: (featurize(frontend, a), y) for k, (a, y) in audio.items()}
 
     preds: dict[tuple[str, str, str], np.ndarray] = {}
@@ -90,10 +89,11 @@ def evaluate_run(
             preds[("tflm", "int8", split)] = tflm.classify(feats[split][0])
 
     res: dict[str, Any] = {
-        "model": settings.model,
+        "model": man.model,
+        "labels": list(labels),
         "engines": [e for e in ds.engines if e != "noise"],
         "heldout_engine": holdout,
-        "data_fingerprint_matches": fp == man["data"]["fingerprint"],
+        "data_fingerprint_matches": fp == man.data_fingerprint,
         "accuracy": {},
     }
     for (rt, q, split), p in preds.items():
@@ -113,23 +113,24 @@ def evaluate_run(
             agree[split] = {"agree": int(np.sum(a == b)), "total": int(len(a))}
     res["labels_agree_litert_tflm_detail"] = agree
     res["labels_agree_litert_tflm"] = all(v["agree"] == v["total"] for v in agree.values())
-    test_items = ds.select("testing", exclude_engines=[holdout] if holdout else None)
+    test_items = ds.evaluation_items("testing", holdout)
     engines_of = np.asarray([it.engine for it in test_items])
     p_test = preds[("litert", "int8", "testing")]
     y_test = feats["testing"][1]
     res["test_accuracy_int8_per_engine"] = {
         e: _acc(y_test[engines_of == e], p_test[engines_of == e]) for e in sorted(set(engines_of))
     }
-    cm = confusion(y_test, p_test)
+    cm = confusion(y_test, p_test, len(labels))
     res["confusion_int8_testing"] = cm.tolist()
     res["confusion_float32_testing"] = confusion(
-        y_test, preds[("litert", "float32", "testing")]
+        y_test, preds[("litert", "float32", "testing")], len(labels)
     ).tolist()
     if plots:
-        plot_confusion(cm, run / "confusion_int8.png", f"{settings.model} int8, test split")
+        plot_confusion(cm, labels, run / "confusion_int8.png", f"{man.model} int8, test split")
         if holdout:
             plot_confusion(
-                confusion(feats["heldout"][1], preds[("litert", "int8", "heldout")]),
+                confusion(feats["heldout"][1], preds[("litert", "int8", "heldout")], len(labels)),
+                labels,
                 run / "confusion_int8_heldout.png",
                 f"int8, held-out engine: {holdout}",
             )
@@ -147,5 +148,5 @@ def evaluate_run(
             "labels_agree_litert_tflm",
         )
     }
-    run.update("evaluate", summary, files=["evaluation.json"])
+    run.update({"evaluate": summary}, files=["evaluation.json"])
     return res

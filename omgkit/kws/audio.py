@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioFormatError, OmgWarning
-from .util import atomic_write_bytes
+from omg_ta.commands import CLIP_SAMPLES, SAMPLE_RATE
 
-SAMPLE_RATE = 16000
-CLIP_SAMPLES = 16000
+from ..errors import AudioFormatError, OmgWarning
+from ..util import atomic_write_bytes
+
+__all__ = ["CLIP_SAMPLES", "SAMPLE_RATE", "fit_clip", "is_silent", "read_clip", "read_pcm",
+           "resample", "to_int16", "write_wav"]  # fmt: skip
 
 
 def resample(x: np.ndarray, src_rate: int, dst_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -82,7 +84,7 @@ def read_pcm(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 def read_clip(path: str | os.PathLike, *, trim: bool = False, quiet: bool = False) -> np.ndarray:
-    """One clip as int16 ``(16000,)``: converted with a warning where needed."""
+    """One clip as int16 ``(CLIP_SAMPLES,)``: converted with a warning where needed."""
     p = Path(path)
     a, rate = read_pcm(p)
     notes = []

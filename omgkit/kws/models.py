@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .errors import UnknownNameError
+from ..errors import UnknownNameError
 
 BN_MOMENTUM = 0.9
 _DS_CNN = {"ds_cnn_s": (64, 4), "ds_cnn_m": (172, 4), "ds_cnn_l": (276, 5)}

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import CLIP_SAMPLES, read_clip, read_pcm, resample
-from .errors import DatasetError, DatasetNotFoundError, OmgWarning
+from ..errors import DatasetError, DatasetNotFoundError, OmgWarning
+from .audio import CLIP_SAMPLES, SAMPLE_RATE, read_clip, read_pcm, resample
 from .labels import BACKGROUND_DIR, KEYWORDS, LABELS, SILENCE, UNKNOWN, UNKNOWN_WORDS
 
 SPLITS = ("training", "validation", "testing")
@@ -98,8 +98,19 @@ class Dataset:
             out.append(it)
         return out
 
+    def evaluation_items(self, split: str, holdout: str | None) -> list[Item]:
+        """A split without the held-out engine's speech (silence stays): what a run is scored on."""
+        return self.select(split, exclude_engines=[holdout] if holdout else None)
+
+    def split_audio(self, holdout: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Audio and labels per split without the held-out engine, plus ``heldout`` (its speech)."""
+        out = {s: self.load(self.evaluation_items(s, holdout)) for s in SPLITS}
+        if holdout:
+            out["heldout"] = self.load([it for it in self.items if it.engine == holdout])
+        return out
+
     def load(self, items: list[Item], workers: int = 8) -> tuple[np.ndarray, np.ndarray]:
-        """Audio ``int16 (N, 16000)`` and labels ``int64 (N,)`` of items."""
+        """Audio ``int16 (N, CLIP_SAMPLES)`` and labels ``int64 (N,)`` of items."""
         noise_cache: dict[str, np.ndarray] = {}
 
         def one(it: Item) -> np.ndarray:
@@ -140,7 +151,7 @@ class Dataset:
 def load_noise(path: Path) -> np.ndarray:
     a, rate = read_pcm(path)
     a = a.mean(axis=0)
-    return resample(a, rate) if rate != 16000 else a
+    return resample(a, rate) if rate != SAMPLE_RATE else a
 
 
 def _read_speakers(root: Path) -> dict[str, str]:
@@ -220,7 +231,7 @@ def _silence_items(root: Path, noise: list[Path], want: dict[str, int], seed: in
     lengths = {}
     for p in noise:
         a, rate = read_pcm(p)
-        lengths[p] = int(a.shape[1] * 16000 / rate)
+        lengths[p] = int(a.shape[1] * SAMPLE_RATE / rate)
     out = []
     for split, n in want.items():
         rng = np.random.default_rng([seed, SPLITS.index(split), 7])

@@ -13,34 +13,16 @@ import contextlib
 import io
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .errors import ConversionError
+from ..errors import ConversionError
+from ..util import atomic_write_bytes
+from .release import model_file
 from .run import RunDir
-from .util import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from omg_ta.frontend import FrontendSettings
 
 QUANTIZATIONS = ("float32", "int8")
-
-
-def model_file(quantization: str) -> str:
-    return f"model_{quantization}.tflite"
-
-
-def deployable(run_dir: str | os.PathLike) -> tuple[bytes, FrontendSettings]:
-    """What a converted run gives the guard: the int8 model's bytes and its frontend settings."""
-    from omg_ta.frontend import FrontendSettings
-
-    from .train import load_settings
-
-    run = RunDir(run_dir)
-    man = run.manifest()
-    model = run.require(model_file("int8"), f"omg convert --run {run.path}").read_bytes()
-    return model, load_settings(man).frontend if "train" in man else FrontendSettings()
 
 
 def to_tflite(
@@ -50,7 +32,7 @@ def to_tflite(
     import tensorflow as tf
 
     if quantization not in QUANTIZATIONS:
-        from .errors import UnknownNameError
+        from ..errors import UnknownNameError
 
         raise UnknownNameError("quantization", quantization, QUANTIZATIONS)
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -93,7 +75,7 @@ def convert_run(
     from tensorflow import keras
 
     run = RunDir(run_dir)
-    run.manifest()
+    run.manifest()  # a run directory, or an error that says how to make one
     model = keras.models.load_model(run.require("model.keras", f"omg train --out {run.path}"))
     rep = np.load(run.require("representative.npy", f"omg train --out {run.path}"))
     sizes = {}
@@ -101,5 +83,5 @@ def convert_run(
         blob = to_tflite(model, q, rep)
         atomic_write_bytes(run / model_file(q), blob)
         sizes[q] = len(blob)
-    run.update("convert", {"sizes": sizes}, files=[model_file(q) for q in quantizations])
+    run.update({"convert": {"sizes": sizes}}, files=[model_file(q) for q in quantizations])
     return sizes

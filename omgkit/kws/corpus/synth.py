@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import EngineError, UnknownNameError
+from ...util import atomic_write_text, progress
 from ..audio import SAMPLE_RATE, fit_clip, write_wav
 from ..dataset import which_set
-from ..errors import EngineError, UnknownNameError
 from ..labels import BACKGROUND_DIR, KEYWORDS, UNKNOWN_WORDS
-from ..util import atomic_write_text, progress
 from .tts import ENGINES, FestivalEngine, Speaker, available_engines
 
 CORPUS_VERSION = 1

@@ -12,9 +12,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..errors import DatasetError, DownloadError, UnknownNameError
+from ..util import progress, sha256_file
 from .dataset import load_dataset
-from .errors import DatasetError, DownloadError, UnknownNameError
-from .util import progress, sha256_file
 
 DATASETS = {
     "speech-commands": {

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import EngineError, UnknownNameError
 from ..audio import SAMPLE_RATE, read_pcm, resample
-from ..errors import EngineError, UnknownNameError
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -22,15 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
+from ..errors import ConfigError
+from ..util import atomic_write_text
 from .augment import AugmentSettings, augment, featurize_augmented
 from .dataset import Dataset, load_dataset, load_noise
-from .errors import ConfigError
 from .features import Frontend, FrontendSettings, featurize
-from .labels import LABELS
 from .models import MODELS, build_model
 from .run import RunDir
-from .util import atomic_write_text
 
 HOLDOUT_PREFERENCE = ("pico", "flite", "festival", "mbrola")
 
@@ -38,7 +37,7 @@ HOLDOUT_PREFERENCE = ("pico", "flite", "festival", "mbrola")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainSettings:
     model: str = "ds_cnn_s"
-    """One of ``omgkit.models.MODELS``."""
+    """One of ``omgkit.kws.models.MODELS``."""
     epochs: int = 40
     """Upper bound; early stopping usually ends sooner."""
     batch_size: int = 64
@@ -55,7 +54,7 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
-            from .errors import UnknownNameError
+            from ..errors import UnknownNameError
 
             raise UnknownNameError("model", self.model, list(MODELS))
         if self.epochs < 1 or self.batch_size < 1:
@@ -63,6 +62,17 @@ class TrainSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainSettings:
+        """Settings as recorded in a run's manifest (``to_dict``)."""
+        d = dict(d)
+        d["frontend"] = FrontendSettings.from_dict(d["frontend"])
+        aug = d.get("augment", {})
+        d["augment"] = AugmentSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
+        )
+        return cls(**d)
 
 
 def resolve_holdout(ds: Dataset, name: str) -> str | None:
@@ -77,19 +87,6 @@ def resolve_holdout(ds: Dataset, name: str) -> str | None:
             f"holdout engine {name!r} is not in the corpus; it has: {', '.join(ds.engines)}"
         )
     return name
-
-
-def split_audio(ds: Dataset, holdout: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Audio per split without the held-out engine, plus ``heldout`` (its speech)."""
-    excl = [holdout] if holdout else None
-    out = {
-        s: ds.load(ds.select(s, exclude_engines=excl))
-        for s in ("training", "validation", "testing")
-    }
-    if holdout:
-        items = [it for it in ds.items if it.engine == holdout]
-        out["heldout"] = ds.load(items)
-    return out
 
 
 def training_features(
@@ -128,7 +125,7 @@ def train(
     ds = load_dataset(data, seed=s.seed)
     holdout = resolve_holdout(ds, s.holdout_engine)
     frontend = Frontend(s.frontend)
-    audio = split_audio(ds, holdout)
+    audio = ds.split_audio(holdout)
     x_tr, y_tr = training_features(ds, *audio["training"], s, frontend)
     x_va = featurize(frontend, audio["validation"][0])
     y_va = audio["validation"][1]
@@ -138,7 +135,8 @@ def train(
     from tensorflow import keras
 
     keras.utils.set_random_seed(s.seed)
-    model = build_model(s.model, s.frontend.shape, len(LABELS))
+    labels = ds.labels
+    model = build_model(s.model, s.frontend.shape, len(labels))
     model.compile(
         optimizer=keras.optimizers.Adam(s.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -160,7 +158,7 @@ def train(
         .batch(s.batch_size)
         .prefetch(2)
     )
-    class_weight = balanced_class_weights(y_tr, len(LABELS)) if s.balance_classes else None
+    class_weight = balanced_class_weights(y_tr, len(labels)) if s.balance_classes else None
     hist = model.fit(
         ds_tr,
         class_weight=class_weight,
@@ -175,13 +173,15 @@ def train(
 
     run = RunDir(out)
     run.path.mkdir(parents=True, exist_ok=True)
-    model.save(run / "model.keras")
+    tmp = run / ".model.tmp.keras"  # Keras wants the suffix; renamed into place once complete
+    model.save(tmp)
+    os.replace(tmp, run / "model.keras")
     rng = np.random.default_rng([s.seed, 2])
     n_clean = len(audio["training"][1])
     rep = x_tr[rng.choice(n_clean, size=min(500, n_clean), replace=False)]
     np.save(run / "representative.npy", rep)
     atomic_write_text(run / "history.json", json.dumps(history) + "\n")
-    from .show import plot_history
+    from ..show import plot_history
 
     plot_history(history).savefig(run / "learning_curves.png", dpi=110)
 
@@ -194,34 +194,19 @@ def train(
         "seconds_features": round(t_feat, 1),
         "seconds_fit": round(t_fit, 1),
     }
+    # one manifest update after the last file: from here on the step counts as done
     run.update(
-        "train",
         {
-            "omgkit_version": __version__,
-            "settings": s.to_dict(),
-            "metrics": metrics,
+            "train": {"omgkit_version": __version__, "settings": s.to_dict(), "metrics": metrics},
+            "data": {
+                "path": str(Path(data).resolve()),
+                "fingerprint": ds.fingerprint(),
+                "engines": ds.engines,
+                "holdout_engine": holdout,
+                "counts": ds.counts(),
+            },
+            "labels": {"labels": list(labels)},
         },
         files=["model.keras", "representative.npy"],
     )
-    run.update(
-        "data",
-        {
-            "path": str(Path(data).resolve()),
-            "fingerprint": ds.fingerprint(),
-            "engines": ds.engines,
-            "holdout_engine": holdout,
-            "counts": ds.counts(),
-        },
-    )
-    run.update("labels", {"labels": list(LABELS)})
     return metrics
-
-
-def load_settings(manifest: dict[str, Any]) -> TrainSettings:
-    d = dict(manifest["train"]["settings"])
-    d["frontend"] = FrontendSettings.from_dict(d["frontend"])
-    aug = d["augment"]
-    d["augment"] = AugmentSettings(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
-    )
-    return TrainSettings(**d)
