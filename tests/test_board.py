@@ -61,6 +61,12 @@ def test_deploy_and_run_equal_plain_inference(board_home, any_tiny_run, tiny_cor
     assert labels == plain.tolist()
     assert t["model"]["labels"] == list(release.labels)
     assert 0 < t["rtt_median_ms"] < 1000
+    from conftest import run_omg  # the same through `omg run`, as a user runs it
+
+    out = Path(emulator.status(name)["path"]) / "run.json"
+    run_omg("run", "--board", board, "--data", str(tiny_corpus), "--split", "testing",
+            "--json", str(out))  # fmt: skip
+    assert json.loads(out.read_text())["labels"] == plain.tolist()
     again = deploy_run(board, release)  # same release: nothing sent, same version
     assert again["skipped"] and again["sent"] == [] and again["model"]["model_version"] == version
     newer = deploy_run(board, release, model_version=version + 1)
