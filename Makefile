@@ -17,7 +17,9 @@ export PYTHONHASHSEED := 0
 # the demo's boards, keys and vendor live with its artifacts, not in ~/.omgkit
 demo: export OMG_HOME := $(abspath $(ART))/omg-home
 
-.PHONY: demo test test-fast lint venv sysdeps clean help reproduce kick lab
+CORE_LIB := ta/optee/build/host/libomgcore.so
+
+.PHONY: demo test test-fast lint venv sysdeps clean help reproduce kick lab core
 
 help:
 	@echo "make demo   - corpus, training, int8 conversion and evaluation (quick profile)"
@@ -25,6 +27,7 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make reproduce - the paper artifact (paper profile), resumable; make kick - the same on tiny data"
 	@echo "make lab    - JupyterLab on notebooks/ with the project's environment as kernel"
+	@echo "make core   - the TA's C core as a host library (make test and make demo build it)"
 
 $(STAMP): requirements/board.txt requirements/workbench.txt requirements/constraints.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: python3.11 is required (python3 not found)"; exit 1; }
@@ -38,6 +41,14 @@ $(STAMP): requirements/board.txt requirements/workbench.txt requirements/constra
 
 venv: $(STAMP)
 
+# The TA's portable C core as a host library (the "c" runtime, omg plan), with
+# the system compiler; `check` proves it imports nothing a TA lacks.
+$(CORE_LIB): $(wildcard ta/optee/core/*.c ta/optee/core/*.h ta/optee/include/*.h) ta/optee/hostlib/Makefile
+	@command -v $${CC:-cc} >/dev/null || { echo "error: a C compiler is needed for the TA's core (Debian: apt-get install gcc)"; exit 1; }
+	$(MAKE) -s -C ta/optee/hostlib all check
+
+core: $(CORE_LIB)
+
 $(SYSDEPS_STAMP): tools/sysdeps.py
 	@mkdir -p .cache
 	$(PYTHON) tools/sysdeps.py tts tts-nonfree ssh
@@ -45,7 +56,7 @@ $(SYSDEPS_STAMP): tools/sysdeps.py
 
 sysdeps: $(SYSDEPS_STAMP)
 
-demo: $(STAMP) $(SYSDEPS_STAMP)
+demo: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 	$(BIN)/omg data synth --profile $(PROFILE) --out $(ART)/corpus-$(PROFILE)
 	$(BIN)/omg train --data $(ART)/corpus-$(PROFILE) --model $(MODEL) --out $(DEMO_DIR)
 	$(BIN)/omg convert --run $(DEMO_DIR)
@@ -59,7 +70,7 @@ demo: $(STAMP) $(SYSDEPS_STAMP)
 	$(BIN)/omg board down demo
 	@echo "demo: results in $(DEMO_DIR)/ (evaluation.json, confusion_int8.png, guard/)"
 
-reproduce: $(STAMP) $(SYSDEPS_STAMP)
+reproduce: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 	$(BIN)/omg reproduce --profile $(or $(REPRO_PROFILE),paper) --model $(MODEL) --artifacts $(ART) --results results
 
 # JupyterLab on the notebooks; the kernel is this virtual environment's Python
@@ -72,18 +83,18 @@ lab: $(STAMP) $(SYSDEPS_STAMP)
 	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # kick the tires: the whole chain on the tiny profile, a few minutes
-kick: $(STAMP) $(SYSDEPS_STAMP)
+kick: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 	$(BIN)/omg reproduce --profile tiny --model $(MODEL) --artifacts $(ART) --results results
 
-test: $(STAMP) $(SYSDEPS_STAMP)
+test: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 	$(BIN)/python -m pytest -q --timeout=1200
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(CORE_LIB)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check omgkit ta tests tools notebooks
-	$(BIN)/ruff format --check omgkit ta tests tools notebooks
+	$(BIN)/ruff check omgkit ta tests tools notebooks benchmarks
+	$(BIN)/ruff format --check omgkit ta tests tools notebooks benchmarks
 
 clean:
-	rm -rf $(VENV) .cache $(ART)
+	rm -rf $(VENV) .cache $(ART) ta/optee/build

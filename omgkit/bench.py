@@ -111,7 +111,7 @@ def _pin(ta_pid: int) -> dict | None:
 
 
 def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 5,
-                runtimes: tuple[str, ...] = ("litert", "tflm"), say=print) -> dict:  # fmt: skip
+                runtimes: tuple[str, ...] | None = None, say=print) -> dict:  # fmt: skip
     """Plain against guarded, interleaved in one run, per phase and per runtime.
 
     Both sides run BLAS on one thread (the TEE daemon is started so; this
@@ -123,8 +123,12 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 60, warmup: int = 
     """
     from threadpoolctl import threadpool_limits
 
+    from omg_ta.runtime import available_runtimes
+
     from .util import fixed_heap
 
+    if runtimes is None:  # ai-edge-litert, tflite-micro and the C core, where each is here
+        runtimes = tuple(available_runtimes(["litert", "tflm", "c"]))
     fixed_heap()  # the allocator policy of the TEE daemon, for plain too
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
@@ -282,8 +286,10 @@ def _guard_bench(
     f32 = load_runtime("litert", model_f32).classify(fe(x_test)[..., None])
     res["accuracy_plain_float32"] = float(np.mean(f32 == y_test))
     lit, tf = res["runtimes"].get("litert", {}), res["runtimes"].get("tflm", {})
+    cr = res["runtimes"].get("c", {})
     res.update({
         "operation_ratio_tflm": tf.get("single", {}).get("ratio"),
+        "operation_ratio_c": cr.get("single", {}).get("ratio"),
         "operation_ratio_litert_single": lit.get("single", {}).get("ratio"),
         "operation_ratio_litert_batch": lit.get("batch", {}).get("ratio"),
         "initialization_overhead_ms": lit.get("initialization", {}).get("overhead_ms"),

@@ -82,6 +82,14 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         "int8 labels litert vs tflm: "
         + ", ".join(f"{k} {v['agree']}/{v['total']}" for k, v in agree.items())
     )
+    if "labels_agree_c_litert" in r:
+        c = r["labels_agree_c_litert"]
+        print("the TA's C core (C frontend + C engine) vs numpy + litert: "
+              + ", ".join(f"{k} {v['agree']}/{v['total']}" for k, v in c.items())
+              + f"; C engine int8 outputs identical to litert's on {r['c_engine_outputs_identical']:.2%} "
+              f"of clips, to tflite-micro's on {r['c_engine_outputs_identical_tflm']:.2%}")  # fmt: skip
+    else:
+        print(f"the TA's C core: {r['c_core']}")
     if a.json:
         print(f"wrote {a.json}")
     return 0
@@ -272,6 +280,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
               f"{res['labels_equal']}")  # fmt: skip
         for k in (
             "operation_ratio_tflm",
+            "operation_ratio_c",
             "operation_ratio_litert_single",
             "operation_ratio_litert_batch",
         ):
@@ -290,6 +299,44 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(a: argparse.Namespace) -> int:
+    from .kws.release import Release
+    from .tee.plan import plan
+
+    release = Release.from_run(a.run)
+    release.check()
+    m = plan(release.model, release.frontend, a.target)
+    t = m.target
+    kib = 1024
+
+    def row(name: str, n: int, note: str = "") -> None:
+        print(f"  {name:<34} {n / kib:9.1f} KiB  {note}")
+
+    print(f"{release!r} in a C TA on {t.name} ({t.note})")
+    row("decrypted model (weights read in place)", m.model_bytes)
+    row("engine arena (activations, multipliers)", m.arena_bytes,
+        f"{m.engine['num_ops']} operators, {m.engine['macs']:,} MACs per clip")  # fmt: skip
+    row("frontend state (window, twiddles, mel)", m.frontend_bytes)
+    row("one clip's features and scores", m.buffers_bytes)
+    row("copied license, sealed blob, header", m.inputs_bytes)
+    row("GP crypto and session state", m.crypto_and_state_bytes, "(allowance)")
+    row("TA heap", m.ta_heap_bytes, f"of {t.ta_heap_bytes / kib:.0f} KiB (TA_DATA_SIZE)")
+    row("TA stack", m.ta_stack_bytes, f"of {t.ta_stack_bytes / kib:.0f} KiB (TA_STACK_SIZE)")
+    print(
+        "fits"
+        if m.fits
+        else "does NOT fit: raise TA_DATA_SIZE/TA_STACK_SIZE or take a smaller model"
+    )
+    if a.json:
+        from .util import atomic_write_text
+
+        d = {"run": str(a.run), "release": repr(release), "arena_bytes": m.arena_bytes,
+             "ta_heap_bytes": m.ta_heap_bytes, "ta_stack_bytes": m.ta_stack_bytes, "fits": m.fits,
+             **m.to_dict()}  # fmt: skip
+        atomic_write_text(a.json, json.dumps(d, indent=2) + "\n")
+    return 0 if m.fits else 1
+
+
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
@@ -303,6 +350,8 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from omg_ta.runtime import RUNTIMES
+
     from .kws.corpus.synth import PROFILES
     from .kws.models import MODELS
 
@@ -480,6 +529,23 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json")
     be.set_defaults(func=_cmd_bench)
 
+    pl = sub.add_parser(
+        "plan",
+        help="will a run's model fit a C TA? heap, stack and arena against a TEE's limits",
+        description="Add up what the C TA holds for this model (the C engine's own plan, the "
+        "frontend, buffers, copies, crypto) and compare it with a target's TA_DATA_SIZE, "
+        "TA_STACK_SIZE and TA RAM. Exit 1 if it does not fit.",
+    )
+    pl.add_argument("--run", required=True, help="a converted run")
+    pl.add_argument(
+        "--target", default="optee-qemu", choices=["optee-qemu", "hikey960", "optee-example"]
+    )
+    pl.add_argument(
+        "--json",
+        help="also write the figures here (ta_heap_bytes, ta_stack_bytes, arena_bytes, fits)",
+    )
+    pl.set_defaults(func=_cmd_plan)
+
     rp = sub.add_parser(
         "reproduce",
         help="the paper artifact: corpus to benchmark, resumable",
@@ -512,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     vs.add_argument("--model-id", default="kws")
     vs.add_argument("--version", type=int, default=1)
     vs.add_argument("--quantization", default="int8", choices=["int8", "float32"])
-    vs.add_argument("--runtime", default="litert", choices=["litert", "tflm", "tflite-runtime"],
+    vs.add_argument("--runtime", default="litert", choices=list(RUNTIMES),
                     help="the runtime the TA loads the model with")  # fmt: skip
     vv = v.add_parser("serve", help="serve nonces and licenses over HTTP")
     vv.add_argument("dir")

@@ -16,6 +16,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
+HOSTLIB = REPO / "ta" / "optee" / "hostlib"
+CORE_BUILD = REPO / "ta" / "optee" / "build" / "host"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -83,6 +85,33 @@ def tiny_run_tinyconv(tiny_corpus, tmp_path_factory) -> Path:
 def any_tiny_run(request) -> Path:
     """The tiny run of each frontend, for the tests every guard path must pass with both."""
     return request.getfixturevalue("tiny_run" if request.param == "mfcc" else "tiny_run_logmel")
+
+
+def make_core(*targets: str) -> None:
+    """``make -C ta/optee/hostlib TARGETS``: the TA's C core as a host library."""
+    r = subprocess.run(["make", "-s", "-C", str(HOSTLIB), *targets], capture_output=True, text=True)
+    if r.returncode:
+        pytest.fail(f"make {' '.join(targets)} in {HOSTLIB} failed:\n{r.stdout}\n{r.stderr}")
+
+
+@pytest.fixture(scope="session")
+def core_lib():
+    """The C core's host library, built and checked (it imports only mem*) as `make` does."""
+    make_core("all", "check")
+    from omg_ta import ccore
+
+    return ccore.load()
+
+
+@pytest.fixture(scope="session")
+def asan_env() -> dict[str, str]:
+    """The environment of a process that loads the AddressSanitizer + UBSan build of the core."""
+    make_core("asan")
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True)
+    path = libasan.stdout.strip()
+    assert os.path.isabs(path) and os.path.exists(path), f"gcc has no libasan.so ({path!r})"
+    return dict(os.environ, OMG_CORE_LIB=str(CORE_BUILD / "libomgcore-asan.so"),
+                ASAN_OPTIONS="detect_leaks=0", LD_PRELOAD=path)  # fmt: skip
 
 
 def run_omg(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:

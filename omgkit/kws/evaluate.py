@@ -9,6 +9,11 @@ deployed model. Reported:
   the honest proxy for real users);
 - accuracy per engine on the test split;
 - agreement of int8 labels between ai-edge-litert and tflite-micro;
+- the TA's C core against them (``labels_agree_c_litert``: C frontend + C
+  engine against the numpy frontend + ai-edge-litert, every disagreement
+  listed; ``c_engine_outputs_identical``: the C engine's int8 outputs against
+  ai-edge-litert's for the same int8 input, and against tflite-micro's:
+  ``c_engine_outputs_identical_tflm``);
 - confusion matrices (PNG).
 """
 
@@ -134,6 +139,7 @@ def evaluate_run(
                 run / "confusion_int8_heldout.png",
                 f"int8, held-out engine: {holdout}",
             )
+    res.update(c_core_agreement(models["int8"], man.frontend, audio, feats, preds, ds, holdout))
     text = json.dumps(res, indent=2) + "\n"
     atomic_write_text(run / "evaluation.json", text)
     if json_path:
@@ -150,3 +156,48 @@ def evaluate_run(
     }
     run.update({"evaluate": summary}, files=["evaluation.json"])
     return res
+
+
+def c_core_agreement(model: bytes, settings, audio: dict, feats: dict, preds: dict, ds,
+                     holdout: str | None) -> dict[str, Any]:  # fmt: skip
+    """The TA's C core against the numpy frontend and ai-edge-litert, per split.
+
+    ``labels_agree_c_litert``: labels of (C frontend + C engine) against
+    (numpy frontend + ai-edge-litert), agree/total, and every clip that
+    differs. ``c_engine_outputs_identical``: the fraction of clips whose C
+    engine int8 output equals ai-edge-litert's for the very same int8 input.
+    Without the C library built, says so instead.
+    """
+    from omg_ta import ccore
+    from omg_ta.errors import RuntimeUnavailableError
+
+    try:
+        c = load_runtime("c", model)
+        cfe = ccore.CFrontend(settings)
+    except RuntimeUnavailableError as e:
+        return {"c_core": f"unavailable: {e}"}
+    lit, tflm = load_runtime("litert", model), load_runtime("tflm", model)
+    agree, disagreements, same, same_tflm, total = {}, [], 0, 0, 0
+    for split in ("testing", "heldout"):
+        if split not in audio:
+            continue
+        x, y = audio[split]
+        items = (ds.evaluation_items(split, holdout) if split != "heldout"
+                 else [it for it in ds.items if it.engine == holdout])  # fmt: skip
+        c_labels = c.classify(cfe(x)[..., None])
+        ref = preds[("litert", "int8", split)]
+        agree[split] = {"agree": int(np.sum(c_labels == ref)), "total": int(len(ref))}
+        for i in np.flatnonzero(c_labels != ref):
+            disagreements.append({"split": split, "clip": items[i].path, "truth": int(y[i]),
+                                  "c": int(c_labels[i]), "litert": int(ref[i])})  # fmt: skip
+        q = lit.quantize(feats[split][0])
+        out_c = c.invoke_raw(q)
+        same += int(np.sum(np.all(out_c == lit.invoke_raw(q), axis=1)))
+        same_tflm += int(np.sum(np.all(out_c == tflm.invoke_raw(q), axis=1)))
+        total += len(q)
+    return {
+        "labels_agree_c_litert": agree,
+        "labels_disagree_c_litert": disagreements,
+        "c_engine_outputs_identical": same / total if total else None,
+        "c_engine_outputs_identical_tflm": same_tflm / total if total else None,
+    }

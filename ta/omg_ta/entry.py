@@ -152,7 +152,7 @@ class KeywordTA:
         # persistent changes: a bad model leaves counter and budget as they were
         try:
             settings = FrontendSettings.from_dict(dict(header.input.get("frontend", {})))
-        except (OmgError, TypeError, ValueError) as e:
+        except (OmgError, TypeError, ValueError, ArithmeticError) as e:
             raise ModelFormatError(f"the package's frontend settings are not usable: {e}") from None
         runtime = load_checked(header.runtime, model, settings, header.labels)
         del model  # the runtime keeps its own reference; nothing else holds the plaintext

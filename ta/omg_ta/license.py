@@ -102,7 +102,18 @@ def parse(data: bytes, vendor: Ed25519PublicKey) -> License:
     msg = cose.parse_sign1(data, err)
     if msg.kid != kid_of(vendor):
         raise err()
-    d = cose.loads(cose.verify(msg, vendor, err), err)
+    return parse_payload(cose.verify(msg, vendor, err), vendor_kid=msg.kid or b"", raw=bytes(data))
+
+
+def parse_payload(payload: bytes, *, vendor_kid: bytes = b"", raw: bytes = b"") -> License:
+    """The payload's shape only (no signature): the map inside the COSE_Sign1.
+
+    ``vendor_kid`` and ``raw`` (the whole signed license, whose digest the
+    sealed key is bound to) are the caller's, as :func:`parse` gives them.
+    The C core's ``omg_license_parse_payload`` checks the same shape.
+    """
+    err = LicenseInvalidError
+    d = cose.loads(payload, err)
     types = {"v": int, "license_id": bytes, "model_id": str, "model_version": int, "device_id": bytes,
              "measurement": bytes, "issued_at": int, "policy": Mapping, "kem": str, "wrapped_key": bytes}  # fmt: skip
     if not cose.is_map(d) or any(not isinstance(d.get(k), t) for k, t in types.items()):
@@ -116,7 +127,7 @@ def parse(data: bytes, vendor: Ed25519PublicKey) -> License:
         raise err()
     pol = Policy(p["not_after"], p["min_version"], budget, p["scores"])
     return License(d["license_id"], d["model_id"], d["model_version"], d["device_id"], d["measurement"],
-                   d["issued_at"], pol, d["kem"], d["wrapped_key"], msg.kid or b"", bytes(data))  # fmt: skip
+                   d["issued_at"], pol, d["kem"], d["wrapped_key"], vendor_kid, raw)  # fmt: skip
 
 
 def unwrap(lic: License, private_key) -> Secret:

@@ -30,9 +30,10 @@ from .errors import ModelFormatError, RuntimeUnavailableError, UnknownNameError
 if TYPE_CHECKING:
     from .frontend import FrontendSettings
 
-RUNTIMES = ("litert", "tflm", "tflite-runtime")
+RUNTIMES = ("litert", "tflm", "tflite-runtime", "c")
 DEFAULT_RUNTIME = "litert"
-_PACKAGES = {"litert": "ai-edge-litert", "tflm": "tflite-micro", "tflite-runtime": "tflite-runtime"}
+_PACKAGES = {"litert": "ai-edge-litert", "tflm": "tflite-micro", "tflite-runtime": "tflite-runtime",
+             "c": "omgkit's C core (make -C ta/optee/hostlib)"}  # fmt: skip
 
 
 def _one_line(e: BaseException) -> str:
@@ -93,6 +94,15 @@ class Runtime:
         """Scores (after the model's softmax) for a batch of feature maps."""
         raise NotImplementedError
 
+    def invoke_raw(self, q: np.ndarray) -> np.ndarray:
+        """The model's own output tensors (int8 for an int8 model) for a batch of its inputs:
+        how runtimes are compared byte for byte on the same input tensor."""
+        raise NotImplementedError
+
+    def quantize(self, features: np.ndarray) -> np.ndarray:
+        """Feature maps as the model's input tensors (int8: round half to even, clip)."""
+        return self._qin.to_model(self._check(features))
+
     def classify(self, features: np.ndarray) -> np.ndarray:
         """Class indices for a batch of feature maps."""
         return np.argmax(self.predict(features), axis=-1)
@@ -149,13 +159,17 @@ class _InterpreterRuntime(Runtime):
         x = self._check(features)
         if x.shape[0] == 0:
             return np.zeros((0, self.num_classes), np.float32)
-        if x.shape[0] != self._batch:
-            self._interp.resize_tensor_input(self._in_index, [x.shape[0], *self.input_shape[1:]])
+        return self._qout.from_model(self.invoke_raw(self._qin.to_model(x)))
+
+    def invoke_raw(self, q: np.ndarray) -> np.ndarray:
+        """The model's own output tensor (int8 for an int8 model) for a batch of its input tensors."""
+        if q.shape[0] != self._batch:
+            self._interp.resize_tensor_input(self._in_index, [q.shape[0], *self.input_shape[1:]])
             self._interp.allocate_tensors()
-            self._batch = x.shape[0]
-        self._interp.set_tensor(self._in_index, self._qin.to_model(x))
+            self._batch = q.shape[0]
+        self._interp.set_tensor(self._in_index, np.asarray(q, self.input_dtype))
         self._interp.invoke()
-        return self._qout.from_model(self._interp.get_tensor(self._out_index))
+        return self._interp.get_tensor(self._out_index).copy()
 
 
 class LiteRTRuntime(_InterpreterRuntime):
@@ -193,18 +207,62 @@ class TFLMRuntime(Runtime):
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         x = self._check(features)
-        out = np.empty((x.shape[0], self.num_classes), np.float32)
-        for i in range(x.shape[0]):
-            self._interp.set_input(self._qin.to_model(x[i : i + 1]), 0)
+        return self._qout.from_model(self.invoke_raw(self._qin.to_model(x)))
+
+    def invoke_raw(self, q: np.ndarray) -> np.ndarray:
+        """The model's own output tensors for a batch of its input tensors, one invoke each."""
+        out = np.empty((q.shape[0], self.num_classes), self._qout.dtype)
+        for i in range(q.shape[0]):
+            self._interp.set_input(np.asarray(q[i : i + 1], self.input_dtype), 0)
             self._interp.invoke()
-            out[i] = self._qout.from_model(self._interp.get_output(0)).reshape(-1)
+            out[i] = self._interp.get_output(0).reshape(-1)
         return out
+
+
+class CRuntime(Runtime):
+    """omgkit's own int8 engine, the C core the OP-TEE TA runs (``omg_ta.ccore``).
+
+    Loaded from the host library; one clip per invoke, as in the TA. Inputs
+    are quantized here exactly as for the other runtimes, so all of them see
+    the same int8 tensor.
+    """
+
+    name = "c"
+
+    def __init__(self, model: bytes, num_threads: int = 1):
+        super().__init__(model)
+        from . import ccore
+
+        self._engine = ccore.CEngine(self._model)  # RuntimeUnavailableError if not built
+        io = self._engine.io
+        self.input_shape = tuple(self._engine.input_shape)
+        self.input_dtype = np.dtype(np.int8)
+        self.num_classes = int(io.output_bytes)
+        self._qin = _Quant(
+            {"dtype": np.int8, "quantization": (io.input_scale, io.input_zero_point)}
+        )
+        self._qout = _Quant(
+            {"dtype": np.int8, "quantization": (io.output_scale, io.output_zero_point)}
+        )
+
+    def invoke_raw(self, q: np.ndarray) -> np.ndarray:
+        """int8 outputs for a batch of int8 input tensors, one invoke each (as in the TA)."""
+        q = np.asarray(q, np.int8)
+        out = np.empty((q.shape[0], self.num_classes), np.int8)
+        for i in range(q.shape[0]):
+            out[i] = self._engine.invoke(q[i])
+        return out
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        x = self._check(features)
+        return self._qout.from_model(self.invoke_raw(self._qin.to_model(x)))
 
 
 _ADAPTERS: dict[str, type[Runtime]] = {
     "litert": LiteRTRuntime,
     "tflm": TFLMRuntime,
     "tflite-runtime": TFLiteRuntime,
+    "c": CRuntime,
 }
 
 
@@ -257,14 +315,20 @@ def available_runtimes(only: list[str] | tuple[str, ...] | None = None) -> list[
         "litert": "ai_edge_litert.interpreter",
         "tflm": "tflite_micro.python.tflite_micro.runtime",
         "tflite-runtime": "tflite_runtime.interpreter",
+        "c": None,
     }
     out = []
     for name, mod in mods.items():
         if only is not None and name not in only:
             continue
         try:
-            importlib.import_module(mod)
-        except Exception:  # a broken wheel counts as missing
+            if mod is None:  # the C core: a library of ours, loaded with ctypes
+                from . import ccore
+
+                ccore.load()
+            else:
+                importlib.import_module(mod)
+        except Exception:  # a broken wheel (or an unbuilt library) counts as missing
             continue
         out.append(name)
     return out
