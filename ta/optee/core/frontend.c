@@ -77,22 +77,31 @@ static double mel_weight(const omg_fe_settings *s, int32_t n_bins, int32_t b, in
 	return w > 0.0 ? w : 0.0;
 }
 
-/* The bins from each band's first to its last nonzero weight, all bands. */
+/* Band b's bins, from its first to its last nonzero weight (count 0: none). */
+static void mel_band(const omg_fe_settings *s, int32_t n_bins, int32_t b, int32_t *first,
+		     int32_t *count)
+{
+	int32_t lo = -1, hi = -1;
+
+	for (int32_t k = 1; k < n_bins; k++) {
+		if (mel_weight(s, n_bins, b, k) > 0.0) {
+			if (lo < 0)
+				lo = k;
+			hi = k;
+		}
+	}
+	*first = lo < 0 ? 0 : lo;
+	*count = lo < 0 ? 0 : hi - lo + 1;
+}
+
+/* The bins of every band's span, all bands. */
 static int32_t mel_span(const omg_fe_settings *s, int32_t n_bins)
 {
-	int32_t total = 0;
+	int32_t total = 0, first, count;
 
 	for (int32_t b = 0; b < s->num_mel_bins; b++) {
-		int32_t first = -1, last = -1;
-
-		for (int32_t k = 1; k < n_bins; k++) {
-			if (mel_weight(s, n_bins, b, k) > 0.0) {
-				if (first < 0)
-					first = k;
-				last = k;
-			}
-		}
-		total += first < 0 ? 0 : last - first + 1;
+		mel_band(s, n_bins, b, &first, &count);
+		total += count;
 	}
 	return total;
 }
@@ -227,18 +236,8 @@ omg_status omg_frontend_init(omg_frontend **out, const omg_fe_settings *s, void 
 	/* HTK mel triangles (tf.signal.linear_to_mel_weight_matrix): each band keeps
 	 * the bins from its first to its last nonzero weight */
 	for (int32_t b = 0; b < nm; b++) {
-		int32_t first = -1, last = -1;
-
-		for (int32_t k = 1; k < n_bins; k++) {
-			if (mel_weight(s, n_bins, b, k) > 0.0) {
-				if (first < 0)
-					first = k;
-				last = k;
-			}
-		}
 		f->mel_offset[b] = nz;
-		f->mel_first[b] = first < 0 ? 0 : first;
-		f->mel_count[b] = first < 0 ? 0 : last - first + 1;
+		mel_band(s, n_bins, b, &f->mel_first[b], &f->mel_count[b]);
 		for (int32_t i = 0; i < f->mel_count[b]; i++)
 			f->mel_w[nz + i] = mel_weight(s, n_bins, b, f->mel_first[b] + i);
 		nz += f->mel_count[b];
