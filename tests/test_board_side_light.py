@@ -15,7 +15,7 @@ from omg_ta.runtime import load_runtime
 import omg_ta.entry, omg_ta.package, omg_ta.license  # the whole TA
 import omgkit.tee.daemon, omgkit.tee.world  # the emulated TEE that hosts it
 blob = open(sys.argv[1], "rb").read()
-audio = (np.random.default_rng(0).standard_normal((3, 16000)) * 3000).astype(np.int16)
+audio = (np.random.default_rng(0).standard_normal((3, 16000)) * 3000).astype(np.int16)  # one second
 feats = Frontend()(audio)[..., None]
 for rt in ("litert", "tflm"):
     print(rt, load_runtime(rt, blob).classify(feats).tolist())
@@ -72,3 +72,20 @@ def test_tee_image_loads_only_its_runtimes(tmp_path):
         only, both = (mapped(lg.daemons[n].proc.pid) for n in ("only-tflm", "both"))
     assert "tflite_micro" in only and "ai_edge_litert" not in only
     assert "tflite_micro" in both and "ai_edge_litert" in both
+
+
+def test_an_optee_boards_normal_world_needs_only_numpy_and_cbor2():
+    """On an OP-TEE board the agent drives the TA through libteec: no cryptography, no TensorFlow,
+    no emulated TEE (the board has Debian's python3 with numpy and cbor2 only)."""
+    probe = (
+        "import sys\n"
+        "for name in ('cryptography', 'tensorflow', 'paramiko', 'asyncssh', 'scipy'):\n"
+        "    sys.modules[name] = None\n"
+        "import omgkit.board.agent, omgkit.guard.host, omgkit.tee.optee, omg_ta.ccore\n"
+        "from omgkit.guard.host import GuardedModel\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('omgkit.tee.daemon', 'omgkit.tee.world',"
+        " 'omgkit.tee.device', 'omgkit.guard.vendor'))))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -291,6 +291,25 @@ def test_commands_out_of_order_and_bad_parameters(guard_world):
     g.close()
 
 
+def test_last_error_gives_an_operational_message_never_a_refusals(guard_world):
+    """CMD_LAST_ERROR: what a TEE without messages on its transport (libteec) asks for."""
+    from omgkit.tee.client import Output
+
+    g = guard_world.host("dev-last-error")
+    sess = g._session()
+    last = C.SIGNATURES[C.CMD_LAST_ERROR]
+    assert sess.invoke(C.CMD_LAST_ERROR, last, [Output(), None, None, None])[0] == b""
+    with pytest.raises(BadStateError):
+        g.classify_mic(1)
+    msg = sess.invoke(C.CMD_LAST_ERROR, last, [Output(), None, None, None])[0]
+    assert msg == b"classify needs initialize first"
+    with pytest.raises(LicenseInvalidError):
+        g.attest(b"\x01" * 16)
+        g.provision(b"\xa0" * 40)  # not a license: a refusal, whose detail stays inside
+    assert sess.invoke(C.CMD_LAST_ERROR, last, [Output(), None, None, None])[0] == b""
+    g.close()
+
+
 def test_security_errors_say_nothing_specific(world_ready):
     world, g = world_ready
     g.install_package(flip(world.packages[1], len(world.packages[1]) - 1))

@@ -159,6 +159,8 @@ def serve() -> None:
             try:
                 if op == "ping":
                     res = {}
+                elif op == "info":
+                    res = {k: v for k, v in device_info().items() if k != "ok"}
                 elif op == "attest":
                     res = {"token": g.attest(req["nonce"])}
                 elif op == "provision":
@@ -187,12 +189,41 @@ def serve() -> None:
         g.close()
 
 
+def _optee_board() -> bool:
+    """A board whose TEE is OP-TEE (its device directory holds no emulated TEE)."""
+    from ..tee import optee
+
+    dev = _root() / "device"
+    return not (dev / "secure").is_dir() and optee.available()
+
+
+def device_info() -> dict:
+    """What the TEE says of this device: its attestation key, its id and its TEE's version.
+
+    On OP-TEE, the OMG pseudo-TA answers (the key is derived from the
+    hardware unique key inside the TEE core and never leaves it); this is
+    what the manufacturer certifies when the board is made."""
+    if not _optee_board():
+        from ..tee.device import TEE_VERSION, Device
+
+        d = Device(_root() / "device")
+        return {"ok": True, "device_id": d.device_id.hex(), "tee": TEE_VERSION, "mic": True}
+    from ..tee.optee import OpteeContext, pta_device_info
+
+    with OpteeContext() as ctx:
+        pub, device_id, version = pta_device_info(ctx)
+    return {"ok": True, "public_key": pub.hex(), "device_id": device_id.hex(), "tee": version,
+            "mic": False}  # fmt: skip
+
+
 def tee_up(timeout: float = 30.0) -> dict:
-    """Start the board's (emulated) TEE daemon if it is not running."""
+    """Start the board's (emulated) TEE daemon if it is not running; OP-TEE is always up."""
     import socket as _socket
     import subprocess
     import time
 
+    if _optee_board():
+        return {"ok": True, "started": False}
     dev = _root() / "device"
     sock = dev / "tee.sock"
 
@@ -230,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         serve()
         return 0
     commands = {"state": lambda: state(), "link": lambda: link(a[1], a[2]), "commit": lambda: commit(a[1]),
-                "tee-up": lambda: tee_up()}  # fmt: skip
+                "tee-up": lambda: tee_up(), "device-info": lambda: device_info()}  # fmt: skip
     if cmd not in commands:
         print(f"unknown agent command {cmd!r}", file=sys.stderr)
         return 2

@@ -22,10 +22,33 @@ import numpy as np
 from omg_ta import commands as C
 
 from ..errors import ArtifactError, ConfigError
-from ..tee.client import Output, SharedMemory, TeeContext, Value
+from ..tee import open_context
+from ..tee.client import Output, SharedMemory, Value
 from ..util import atomic_write_bytes
 
 LICENSE, SEALED, PACKAGE = "license.cose", "sealed_key.bin", "model.omgpkg"
+CHAIN = "chain.cbor"
+"""On a board whose TEE leaves the chain to the normal world (OP-TEE): the
+device certificate and the manufacturer's root, DER, as a CBOR array."""
+COSE_X5CHAIN = 33
+
+
+def attach_chain(token: bytes, chain_file: Path) -> bytes:
+    """The token with the device's certificate chain in its unprotected header.
+
+    The unprotected header is not signed: the chain is public, and the vendor
+    verifies it to a root it trusts (docs/formats.md). Only cbor2 is needed:
+    a board has no X.509 parser."""
+    if not chain_file.is_file():
+        raise ArtifactError(
+            f"{chain_file} is missing: the board was not enrolled (omg board create enrols it)"
+        )
+    chain = cbor2.loads(chain_file.read_bytes())
+    msg = cbor2.loads(token)
+    if not isinstance(msg, cbor2.CBORTag) or msg.tag != 18 or len(msg.value) != 4:
+        raise ArtifactError("the TEE's attestation token is not a COSE_Sign1")
+    prot, _, payload, sig = msg.value
+    return cbor2.dumps(cbor2.CBORTag(18, [prot, {COSE_X5CHAIN: list(chain)}, payload, sig]))
 
 
 def install_ta(device_dir: str | os.PathLike, bundle_dir: str | os.PathLike) -> Path:
@@ -56,7 +79,7 @@ class GuardedModel:
         self.device_dir = Path(device_dir)
         self.storage = Path(storage)
         self.storage.mkdir(parents=True, exist_ok=True)
-        self.ctx = TeeContext(self.device_dir, recorder=recorder)
+        self.ctx = open_context(self.device_dir, recorder=recorder)
         self.session = None
         self.info: dict[str, Any] | None = None
         self.timings: dict[str, float] = {}
@@ -73,6 +96,8 @@ class GuardedModel:
     def attest(self, nonce: bytes) -> bytes:
         out = self._session().invoke(C.CMD_GET_ATTESTATION, C.SIGNATURES[C.CMD_GET_ATTESTATION],
                                      [nonce, Output(), None, None])  # fmt: skip
+        if getattr(self.ctx, "attaches_chain", False):
+            return attach_chain(out[1], self.device_dir / CHAIN)
         return out[1]
 
     def provision(self, license_blob: bytes) -> bytes:

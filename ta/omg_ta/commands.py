@@ -124,6 +124,17 @@ CMD_CLASSIFY = 3
 CMD_CLOSE = 4
 """Wipe the model and the key from TA memory. All parameters NONE."""
 
+CMD_LAST_ERROR = 5
+"""The message of this session's last failed command (GP carries only a result code).
+
+- p0 MEMREF_OUTPUT: the message, UTF-8, at most 255 bytes; empty if nothing
+  failed or if the failure was a security refusal (its class says all).
+- p1, p2, p3: NONE.
+
+A client of a TEE whose transport has no messages (OP-TEE's libteec) asks
+for it after an operational failure; the emulated TEE sends messages along.
+"""
+
 SOURCE_MIC = 0
 SOURCE_BUFFER = 1
 
@@ -138,6 +149,7 @@ COMMANDS = {
     "initialize": CMD_INITIALIZE,
     "classify": CMD_CLASSIFY,
     "close": CMD_CLOSE,
+    "last_error": CMD_LAST_ERROR,
 }
 
 #: The parameter types each command accepts (the TA checks them first).
@@ -147,6 +159,7 @@ SIGNATURES = {
     CMD_INITIALIZE: param_types(MEMREF_INPUT, MEMREF_INPUT, MEMREF_INPUT, MEMREF_OUTPUT),
     CMD_CLASSIFY: param_types(VALUE_INPUT, MEMREF_INPUT, MEMREF_OUTPUT),
     CMD_CLOSE: param_types(),
+    CMD_LAST_ERROR: param_types(MEMREF_OUTPUT),
 }
 
 #: CMD_CLASSIFY from the microphone has p1 NONE.

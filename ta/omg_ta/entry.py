@@ -33,6 +33,7 @@ from .errors import (
     ModelFormatError,
     OmgError,
     RollbackError,
+    SecurityError,
     UnsealError,
 )
 from .frontend import Frontend, FrontendSettings
@@ -77,7 +78,9 @@ class KeywordTA:
             C.CMD_INITIALIZE: self._initialize,
             C.CMD_CLASSIFY: self._classify,
             C.CMD_CLOSE: self._close,
+            C.CMD_LAST_ERROR: self._last_error_cmd,
         }
+        self._last_error = ""
 
     # -- dispatch ----------------------------------------------------------
     def invoke(self, cmd: int, types: int, params: list) -> list:
@@ -94,7 +97,15 @@ class KeywordTA:
         if cmd != C.CMD_CLASSIFY:
             # shared memory can change under us: copy what will be checked, once
             params = [bytes(p) if isinstance(p, memoryview) else p for p in params]
-        return handler(params)
+        if cmd == C.CMD_LAST_ERROR:
+            return handler(params)
+        self._last_error = ""
+        try:
+            return handler(params)
+        except OmgError as e:
+            # what CMD_LAST_ERROR gives: an operational failure's message, never a refusal's detail
+            self._last_error = "" if isinstance(e, SecurityError) else str(e)[:255]
+            raise
 
     # -- handlers ----------------------------------------------------------
     def _get_attestation(self, p: list) -> list:
@@ -212,6 +223,9 @@ class KeywordTA:
         if self._model["license"].policy.scores:
             out["scores"] = [[float(v) for v in row] for row in scores]
         return [None, None, cbor2.dumps(out), None]
+
+    def _last_error_cmd(self, p: list) -> list:
+        return [self._last_error.encode()[:255], None, None, None]
 
     def _close(self, p: list) -> list:
         self._model = None

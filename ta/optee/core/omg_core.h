@@ -18,6 +18,7 @@
 #ifndef OMG_CORE_H
 #define OMG_CORE_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,6 +37,7 @@ typedef struct {
 /* Writes a formatted one-line message into err (never more than errlen
  * bytes, always NUL-terminated); returns code. Only %s, %d, %u and %zu. */
 omg_status omg_fail(char *err, size_t errlen, omg_status code, const char *fmt, ...);
+omg_status omg_vfail(char *err, size_t errlen, omg_status code, const char *fmt, va_list ap);
 
 /* ------------------------------------------------------------------------
  * The int8 engine: reads a .tflite flatbuffer in place and runs it.

@@ -61,7 +61,7 @@ static void fe_defaults(omg_fe_settings *s)
 	s->log_offset = 1e-6;
 }
 
-static bool finite(double x)
+static bool is_finite(double x)
 {
 	uint64_t bits;
 
@@ -106,7 +106,7 @@ static bool fe_float(const omg_cbor_item *v, double *out)
 
 	if (v->type == OMG_CBOR_FLOAT) {
 		*out = v->f;
-		return finite(v->f);
+		return is_finite(v->f);
 	}
 	if (!omg_cbor_get_int64(v, &x) || x < -FE_MAX_INT || x > FE_MAX_INT)
 		return false;
@@ -153,7 +153,7 @@ static bool fe_samples(int32_t rate, double ms, double *n)
 {
 	double x = (double)rate * ms / 1000.0;
 
-	if (!finite(x))
+	if (!is_finite(x))
 		return false;	/* Python: round() of inf or nan raises */
 	*n = round_even(x);
 	return true;

@@ -28,11 +28,19 @@ static void put_u64(char *err, size_t errlen, size_t *n, uint64_t v)
 omg_status omg_fail(char *err, size_t errlen, omg_status code, const char *fmt, ...)
 {
 	va_list ap;
+
+	va_start(ap, fmt);
+	code = omg_vfail(err, errlen, code, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+omg_status omg_vfail(char *err, size_t errlen, omg_status code, const char *fmt, va_list ap)
+{
 	size_t n = 0;
 
 	if (!err || !errlen)
 		return code;
-	va_start(ap, fmt);
 	for (const char *p = fmt; *p; p++) {
 		if (*p != '%') {
 			put(err, errlen, &n, *p);
@@ -62,7 +70,6 @@ omg_status omg_fail(char *err, size_t errlen, omg_status code, const char *fmt, 
 			break; /* unknown conversion: stop rather than misread the arguments */
 		}
 	}
-	va_end(ap);
 	err[n] = '\0';
 	return code;
 }

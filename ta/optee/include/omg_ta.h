@@ -83,6 +83,15 @@
 /* CMD_CLOSE - wipe the model and the key from TA memory. All NONE. */
 #define OMG_CMD_CLOSE		4
 #define OMG_SIG_CMD_CLOSE	0x0000
+/*
+ * CMD_LAST_ERROR - the message of this session's last failed command (GP
+ * carries only a result code).
+ * p0 MEMREF_OUTPUT: the message, UTF-8, at most 255 bytes; empty if nothing
+ *                   failed or if the failure was a security refusal
+ * p1, p2, p3 NONE
+ */
+#define OMG_CMD_LAST_ERROR	5
+#define OMG_SIG_CMD_LAST_ERROR	0x0006
 
 #define OMG_SOURCE_MIC		0
 #define OMG_SOURCE_BUFFER	1
