@@ -51,7 +51,7 @@ core: $(CORE_LIB)
 
 $(SYSDEPS_STAMP): tools/sysdeps.py
 	@mkdir -p .cache
-	$(PYTHON) tools/sysdeps.py tts tts-nonfree ssh
+	$(PYTHON) tools/sysdeps.py tts tts-nonfree ssh optee
 	@touch $@
 
 sysdeps: $(SYSDEPS_STAMP)
@@ -71,7 +71,7 @@ demo: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 	@echo "demo: results in $(DEMO_DIR)/ (evaluation.json, confusion_int8.png, guard/)"
 
 reproduce: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
-	$(BIN)/omg reproduce --profile $(or $(REPRO_PROFILE),paper) --model $(MODEL) --artifacts $(ART) --results results
+	$(BIN)/omg reproduce --profile $(or $(REPRO_PROFILE),paper) --model $(MODEL) --artifacts $(ART) --results results --optee
 
 # JupyterLab on the notebooks; the kernel is this virtual environment's Python
 # (jupyter_client starts "python3" kernels with the server's interpreter).

@@ -6,6 +6,9 @@
   runtime; the TA process's peak RSS against a plain process's.
 - ``board_rtt``: the round-trip time of a classify request over the open
   channel to a board's agent, and of an empty request.
+- ``optee_board_bench``: plain against guarded inside an OP-TEE board's
+  normal world (``omgkit.board.board_bench``): the same C core in a normal
+  process against the TA, per phase, with the TA's memory as OP-TEE counts it.
 """
 
 from __future__ import annotations
@@ -19,12 +22,7 @@ import numpy as np
 from omg_ta import commands as C
 
 from .errors import OmgError
-
-
-def _summary(xs: list[float]) -> dict:
-    xs = sorted(xs)
-    return {"median_ms": statistics.median(xs) * 1000, "p10_ms": xs[len(xs) // 10] * 1000,
-            "p90_ms": xs[(len(xs) * 9) // 10] * 1000, "n": len(xs)}  # fmt: skip
+from .util import timing_summary as summary
 
 
 def board_rtt(url: str, n: int = 50, warmup: int = 5) -> dict:
@@ -44,7 +42,73 @@ def board_rtt(url: str, n: int = 50, warmup: int = 5) -> dict:
             t = time.perf_counter()
             r.classify_batch(clip)
             classify.append(time.perf_counter() - t)
-    return {"board": url, "ping": _summary(ping), "classify_one_clip": _summary(classify)}
+    return {"board": url, "ping": summary(ping), "classify_one_clip": summary(classify)}
+
+
+def board_tee(url: str) -> str:
+    """The TEE a board reports (``device-info``), e.g. "OP-TEE 4.10.0 (QEMU)"."""
+    from .board import Board
+    from .board.deployment import _agent
+
+    with Board(url) as b:
+        return str(_agent(b, "device-info").get("tee", ""))
+
+
+def optee_board_bench(url: str, run_dir, *, data=None, clips: int = 64, n: int = 30,
+                      say=print) -> dict:  # fmt: skip
+    """Plain against guarded on an OP-TEE board, measured in its normal world.
+
+    The run must be the one deployed there (``omg deploy``): the TA's model
+    and the plain side's must be the same. The plaintext model and
+    ``clips`` test clips travel in one request to a one-shot process on the
+    board (``python -m omgkit.board.agent bench``) and stay in its memory.
+    Figures are the board's: under QEMU, an emulated Arm CPU's, not a HiKey's.
+    """
+    from omg_ta.errors import BadStateError
+
+    from .board import Board, RemoteEnclave
+    from .kws.dataset import load_dataset
+    from .kws.release import Release
+    from .kws.run import RunDir
+    from .tee import wire
+
+    run = RunDir(run_dir)
+    man = run.manifest()
+    release = Release.from_run(run.path)
+    release.check()
+    ds = load_dataset(data or man.data_path)
+    x, _ = ds.load(ds.evaluation_items("testing", man.holdout_engine)[:clips])
+    with Board(url) as b:
+        with RemoteEnclave(b) as r:
+            deployed = r.initialize().get("model_id")
+        if deployed != release.model_id:
+            raise BadStateError(f"{url} runs model {deployed!r}, not this run's {release.model_id!r}: "
+                                f"deploy it first (omg deploy --board {url} --run {run.path})")  # fmt: skip
+        say(f"measuring on {url}: {len(x)} clips, {n} single-clip rounds (both sides on the board)")
+        chan = b.exec_channel(f"{b.addr.python} -m omgkit.board.agent bench")
+        chan.settimeout(3600)
+        chan.sendall(wire.frame({"model": release.model, "frontend": release.frontend.to_dict(),
+                                 "audio": np.ascontiguousarray(x, "<i2").tobytes(), "n": n}))  # fmt: skip
+        chan.shutdown_write()
+
+        def read_exact(k: int) -> bytes:
+            buf = bytearray()
+            while len(buf) < k:
+                chunk = chan.recv(k - len(buf))
+                if not chunk:
+                    err = chan.recv_stderr(65536).decode(errors="replace")
+                    raise BenchError(
+                        f"the bench on {url} stopped: {err[-500:] or 'channel closed'}"
+                    )
+                buf += chunk
+            return bytes(buf)
+
+        reply, _ = wire.read_frame(read_exact)
+        chan.close()
+    wire.raise_for(reply)
+    res = reply["result"]
+    res.update({"board": url, "model": man.model, "frontend": release.frontend.kind})
+    return res
 
 
 def _rss_mb(pid: int) -> float:
@@ -258,13 +322,13 @@ def _guard_bench(
             med = statistics.median
             r = {
                 "preparation_ms": prep * 1000,
-                "initialization": {"guarded": _summary(init_g), "plain": _summary(init_p),
+                "initialization": {"guarded": summary(init_g), "plain": summary(init_p),
                                    "overhead_ms": (med(init_g) - med(init_p)) * 1000},
-                "single": {"guarded": _summary(single_g), "plain": _summary(single_p),
+                "single": {"guarded": summary(single_g), "plain": summary(single_p),
                            "ratio": med(single_g) / med(single_p),
                            "samples_ms": {"guarded": [v * 1000 for v in single_g],
                                           "plain": [v * 1000 for v in single_p]}},
-                "streaming_mic": {"guarded": _summary(mic_g), "ratio": med(mic_g) / med(single_p)},
+                "streaming_mic": {"guarded": summary(mic_g), "ratio": med(mic_g) / med(single_p)},
                 "batch": {"guarded_ms": med(batch_g) * 1000, "plain_ms": med(batch_p) * 1000, "window_clips": w,
                           "plain_one_shot_ms": med(batch_p1) * 1000, "ratio_to_one_shot": med(batch_g) / med(batch_p1),
                           "ratio": med(batch_g) / med(batch_p), "clips": int(len(x_test))},

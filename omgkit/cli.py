@@ -174,34 +174,53 @@ def _cmd_vendor(a: argparse.Namespace) -> int:
     return 0
 
 
+def _board_line(st: dict) -> str:
+    if st.get("kind", "emulated") == "emulated":
+        return (f"{st['name']}: {'up' if st['up'] else 'down'}, emulated, port {st['port']}, "
+                f"device {st['device_id']}")  # fmt: skip
+    run = (
+        f", pid {st['pid']}, QEMU RSS {st['rss_mb']:.0f} MB, SSH ready {st['ssh_seconds']} s after start"
+        if st["up"]
+        else ""
+    )
+    return (f"{st['name']}: {'up' if st['up'] else 'down'}, {st['kind']}, {st['tee'] or 'TEE not seen yet'}, "
+            f"port {st['port']}, board {st['board_id']}{run}")  # fmt: skip
+
+
 def _cmd_board(a: argparse.Namespace) -> int:
-    from .board import emulator
+    from .board import lifecycle
 
     c = a.board_command
     if c == "create":
-        d = emulator.create(a.name, port=a.port)
-        st = emulator.status(a.name)
-        print(f"board {a.name} created in {d} (port {st['port']}, device {st['device_id']}); "
+        d = lifecycle.create(a.name, kind=a.kind, port=a.port)
+        st = lifecycle.status(a.name)
+        ident = f"device {st['device_id']}" if a.kind == "emulated" else f"board {st['board_id']}"
+        print(f"board {a.name} ({a.kind}) created in {d} (port {st['port']}, {ident}); "
               f"its host key is pinned. Start it: omg board up {a.name}")  # fmt: skip
     elif c == "up":
-        st = emulator.up(a.name)
-        print(f"board {a.name} is up at {st['url']} (127.0.0.1:{st['port']}, pid {st['pid']})")
+        st = lifecycle.up(a.name)
+        extra = (
+            f", {st['tee']}, SSH ready {st['ssh_seconds']} s after start" if st.get("tee") else ""
+        )
+        print(
+            f"board {a.name} is up at {st['url']} (127.0.0.1:{st['port']}, pid {st['pid']}{extra})"
+        )
     elif c == "down":
         print(
             f"board {a.name} stopped"
-            if emulator.down(a.name)
+            if lifecycle.down(a.name)
             else f"board {a.name} was not running"
         )
     elif c == "status":
-        st = emulator.status(a.name)
-        print(json.dumps(st, indent=2) if a.json else f"{st['name']}: {'up' if st['up'] else 'down'}, "
-              f"port {st['port']}, device {st['device_id']}")  # fmt: skip
+        st = lifecycle.status(a.name)
+        print(json.dumps(st, indent=2) if a.json else _board_line(st))
     elif c == "list":
-        boards = emulator.list_boards()
+        boards = lifecycle.list_boards()
         for st in boards:
-            print(f"{st['url']:<20} {'up' if st['up'] else 'down':<5} port {st['port']}")
+            print(f"{st['url']:<20} {'up' if st['up'] else 'down':<5} {st['kind']:<11} port {st['port']}"
+                  + (f"  {st['tee']}" if st.get("tee") else ""))  # fmt: skip
         if not boards:
-            print("no emulated boards; `omg board create NAME` makes one")
+            print("no boards; `omg board create NAME [--kind optee-qemu]` makes one")
     elif c == "trust":
         from .board import trust
 
@@ -248,8 +267,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
         names = list(a.clips)
     else:
         raise ConfigError("give clips (WAV files) or --data DIR [--split testing]")
+    from .board.workflow import plain_labels
+
     labels, t = classify(a.board, audio, mic=not a.buffer)
     names_of = t["model"]["labels"]  # the class names the deployed package carries
+    plain = plain_labels(t["model"], audio)
+    same = None if plain is None else sum(x == y for x, y in zip(labels, plain, strict=True))
     if truth is None or a.verbose:
         for n, lab in zip(names, labels, strict=True):
             print(f"{n}: {names_of[lab]}")
@@ -257,23 +280,45 @@ def _cmd_run(a: argparse.Namespace) -> int:
         acc = float(np.mean(np.asarray(labels) == truth))
         print(f"{len(labels)} clips of {a.split}: accuracy {acc:.4f} on the board")
     print(f"initialization {t['initialization_seconds'] * 1000:.0f} ms, operation {t['operation_seconds']:.2f} s, "
-          f"round trip {t['rtt_median_ms']:.2f} ms (median)")  # fmt: skip
+          f"round trip {t['rtt_median_ms']:.2f} ms (median); TEE: {t['tee']}, audio through {t['source']}")  # fmt: skip
+    if same is not None:
+        print(
+            f"labels equal to plain inference (the vendor's copy, no TEE) on {same}/{len(labels)} clips"
+        )
     if a.json:
         from .util import atomic_write_text
 
-        atomic_write_text(a.json, json.dumps({"labels": labels, "names": names, **t}) + "\n")
+        out = {"tee": t["tee"], "clips": len(labels), "labels_equal_plain": same == len(labels) if plain else None,
+               "labels_equal_plain_count": same, "labels": labels, "plain_labels": plain, "names": names, **t}  # fmt: skip
+        atomic_write_text(a.json, json.dumps(out) + "\n")
     return 0
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import board_rtt, guard_bench
+    from .bench import board_rtt, board_tee, guard_bench, optee_board_bench
 
     if not (a.board or a.run):
         raise ConfigError(
             "give --run RUN (plain against guarded) and/or --board URL (round trips to a board)"
         )
     res: dict = {}
-    if a.run:
+    tee = board_tee(a.board) if a.board else ""
+    if a.run and tee.startswith("OP-TEE"):  # measured on the board: its normal world against its TA
+        res = optee_board_bench(a.board, a.run, data=a.data, clips=a.clips, n=a.n)
+        s, bt, i, m = res["single"], res["batch"], res["initialization"], res["memory"]
+        heap = m["ta_heap"] or {}
+        print(f"on {a.board} ({res['tee']}; QEMU's figures, not a HiKey's), {res['clips']} clips, "
+              f"labels equal: {res['labels_equal']}")  # fmt: skip
+        print(f"  single clip      guarded {s['guarded']['median_ms']:8.2f} ms  plain {s['plain']['median_ms']:8.2f} ms"
+              f"  ratio {s['ratio']:.3f}")  # fmt: skip
+        print(f"  batch, per clip  guarded {bt['per_clip_guarded_ms']:8.2f} ms  plain "
+              f"{bt['per_clip_plain_ms']:8.2f} ms  ratio {bt['ratio']:.3f}")  # fmt: skip
+        print(f"  initialization   guarded {i['guarded']['median_ms']:8.1f} ms  plain {i['plain']['median_ms']:8.1f} ms"
+              f"  (TA load {i['ta_load']['median_ms']:.1f} ms)")  # fmt: skip
+        print(f"  TA heap peak {heap.get('max_allocated', 0) / 1024:.1f} KiB of {heap.get('size', 0) / 1024:.0f} KiB; "
+              f"TA secure RAM {m['ta_ram_held_bytes'] / 1024:.0f} KiB; plain C core "
+              f"{sum(m['plain_bytes'].values()) / 1024:.1f} KiB")  # fmt: skip
+    elif a.run:
         res = guard_bench(a.run, data=a.data, n=a.n)
         print(f"initialization overhead {res['initialization_overhead_ms']:.1f} ms; TA peak RSS "
               f"{res['ta_peak_rss_mb']:.0f} MB (plain {res['plain_peak_rss_mb']:.0f} MB); labels equal: "
@@ -340,9 +385,8 @@ def _cmd_plan(a: argparse.Namespace) -> int:
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
-    out = reproduce(
-        profile=a.profile, model=a.model, seed=a.seed, art=a.artifacts, results=a.results
-    )
+    out = reproduce(profile=a.profile, model=a.model, seed=a.seed, art=a.artifacts, results=a.results,
+                    optee=a.optee, optee_clips=a.optee_clips)  # fmt: skip
     from .reproduce import table
 
     print(table(out))
@@ -456,21 +500,27 @@ def build_parser() -> argparse.ArgumentParser:
     ga.set_defaults(func=_cmd_guard_attacks)
 
     b = sub.add_parser(
-        "board", help="emulated boards (create, up, down, status, list) and SSH boards"
+        "board",
+        help="local boards (create, up, down, status, list): emulated or OP-TEE in QEMU; SSH boards",
     ).add_subparsers(dest="board_command", required=True, metavar="ACTION")
-    bc = b.add_parser("create", help="make an emulated board (SSH keys, TEE device state)")
+    bc = b.add_parser("create", help="make a board: emulated (default) or OP-TEE in QEMU",
+                      description="emulated: SSH keys and the Python TEE's device state. optee-qemu: builds "
+                                  "(or finds) the OP-TEE image from Debian, then the board's HUK, host key "
+                                  "and data disk.")  # fmt: skip
     bc.add_argument("name")
+    bc.add_argument("--kind", default="emulated", choices=["emulated", "optee-qemu"],
+                    help="emulated (a Python TEE) or optee-qemu (OP-TEE in QEMU)")  # fmt: skip
     bc.add_argument("--port", type=int, help="SSH port on 127.0.0.1 (default: a free one)")
     for name, text in (
-        ("up", "start an emulated board (SSH server and TEE)"),
-        ("down", "stop it"),
-        ("status", "is it up; its port and device id"),
+        ("up", "start a board (emulated: SSH server and TEE; optee-qemu: QEMU, wait for SSH)"),
+        ("down", "stop it (an OP-TEE board powers off; its data disk stays)"),
+        ("status", "is it up; its kind, port, device id or TEE version"),
     ):
         bp = b.add_parser(name, help=text)
         bp.add_argument("name")
         if name == "status":
             bp.add_argument("--json", action="store_true")
-    b.add_parser("list", help="every emulated board")
+    b.add_parser("list", help="every local board")
     bt = b.add_parser("trust", help="fetch a board's SSH host key, show its fingerprint and pin it")
     bt.add_argument("url")
     bi = b.add_parser(
@@ -522,10 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain against guarded, per phase; round trips to a board",
         description="Measure side by side in one run, interleaved; never asserted.",
     )
-    be.add_argument("--run", help="a converted run: plain against guarded on a local emulated TEE")
+    be.add_argument("--run", help="a converted run: plain against guarded (on a local emulated TEE; "
+                    "on the board itself when --board is an OP-TEE board with this run deployed)")  # fmt: skip
     be.add_argument("--data", help="corpus for the test split (default: the run's)")
     be.add_argument("--board", help="a board with a deployed model: round-trip times")
-    be.add_argument("-n", type=int, default=50)
+    be.add_argument("-n", type=int, default=50, help="rounds per measurement (default 50)")
+    be.add_argument("--clips", type=int, default=64,
+                    help="test clips per batch on an OP-TEE board (default 64; QEMU is slow)")  # fmt: skip
     be.add_argument("--json")
     be.set_defaults(func=_cmd_bench)
 
@@ -556,6 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--artifacts", default="artifacts")
     rp.add_argument("--results", default="results")
+    rp.add_argument("--optee", action=argparse.BooleanOptionalAction, default=False,
+                    help="also on an OP-TEE board in QEMU (board repro-optee): the second table")  # fmt: skip
+    rp.add_argument("--optee-clips", type=int, default=128,
+                    help="test clips in the on-board batch measurement (default 128)")  # fmt: skip
     rp.set_defaults(func=_cmd_reproduce)
 
     v = sub.add_parser(

@@ -133,6 +133,10 @@ class DiskFullError(BoardError):
         )
 
 
+class BoardImageError(BoardError):
+    """An OP-TEE board's image cannot be built, or the board cannot be started from it."""
+
+
 class RemoteCommandError(BoardError):
     def __init__(self, command: str, status: int, stderr: str):
         self.command, self.status, self.stderr = command, status, stderr

@@ -4,6 +4,11 @@ Corpus → training → conversion → evaluation → benchmark, each step skipp
 when its output exists (an interrupted run resumes where it stopped).
 Results are named after their parameters: ``results/<profile>-<model>-seed<seed>.json``,
 a markdown table beside it with the paper's numbers and ours, and plots.
+
+With ``optee=True`` (``make reproduce``'s default) a second table comes
+from a real secure world: the same model deployed to an OP-TEE board in
+QEMU, the whole test split classified by its TA, and plain against
+guarded measured inside the board (``omgkit.bench.optee_board_bench``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ def params_name(profile: str, model: str, seed: int) -> str:
 
 
 def reproduce(*, profile: str = "paper", model: str = "ds_cnn_s", seed: int = 0, art: str = "artifacts",
-              results: str = "results", say=print) -> dict:  # fmt: skip
+              results: str = "results", optee: bool = False, optee_clips: int = 128, say=print) -> dict:  # fmt: skip
     from .bench import guard_bench
     from .kws.convert import convert_run
     from .kws.corpus import synthesize
@@ -59,11 +64,18 @@ def reproduce(*, profile: str = "paper", model: str = "ds_cnn_s", seed: int = 0,
          lambda: atomic_write_text(bench_f, json.dumps(guard_bench(run, workdir=None, say=say), indent=2) + "\n"))  # fmt: skip
     guard_f = run / "guard.json"
     step("offline and attacks", guard_f.is_file(), lambda: atomic_write_text(guard_f, json.dumps(_guard(run), indent=2) + "\n"))  # fmt: skip
+    optee_f = run / "optee.json"
+    if optee:
+        step("OP-TEE board", optee_f.is_file(),
+             lambda: atomic_write_text(optee_f, json.dumps(_optee(run, corpus, clips=optee_clips, say=say),
+                                                           indent=2) + "\n"))  # fmt: skip
     ev = json.loads((run / "evaluation.json").read_text())
     bench = json.loads(bench_f.read_text())
     out = {"params": {"profile": profile, "model": model, "seed": seed}, "paper": PAPER,
            "evaluation": {k: v for k, v in ev.items() if not k.startswith("confusion")}, "bench": bench,
            **json.loads(guard_f.read_text()), "step_seconds": times}  # fmt: skip
+    if optee and optee_f.is_file():
+        out["optee"] = json.loads(optee_f.read_text())
     res_p.mkdir(parents=True, exist_ok=True)
     atomic_write_text(res_p / f"{name}.json", json.dumps(out, indent=2) + "\n")
     atomic_write_text(res_p / f"{name}.md", table(out))
@@ -97,6 +109,47 @@ def _guard(run: Path) -> dict:
             "blocked": sum(o.blocked for o in outcomes),
             "total": len(outcomes),
         },
+    }  # fmt: skip
+
+
+#: the board make reproduce boots (its own: a user's boards are left alone)
+OPTEE_BOARD = "repro-optee"
+
+
+def _optee(run: Path, corpus: Path, *, clips: int, say) -> dict:
+    """The run on an OP-TEE board in QEMU: deploy, the whole test split by the TA against plain
+    inference, then plain against guarded inside the board. The board is stopped afterwards."""
+    import numpy as np
+
+    from .bench import optee_board_bench
+    from .board import lifecycle
+    from .board.workflow import classify, deploy_run, plain_labels
+    from .errors import ConfigError
+    from .kws.dataset import load_dataset
+
+    try:
+        lifecycle.status(OPTEE_BOARD)
+    except ConfigError:
+        say(f"creating board {OPTEE_BOARD} (OP-TEE in QEMU; the first build takes a minute or two)")
+        lifecycle.create(OPTEE_BOARD, kind="optee-qemu")
+    lifecycle.up(OPTEE_BOARD)
+    url = f"emu://{OPTEE_BOARD}"
+    try:
+        deployed = deploy_run(url, run)
+        ds = load_dataset(corpus)
+        audio, truth = ds.load(ds.select("testing"))
+        labels, t = classify(url, audio, mic=False)
+        plain = plain_labels(t["model"], audio)
+        bench = optee_board_bench(url, run, data=corpus, clips=clips, n=30, say=say)
+    finally:
+        lifecycle.down(OPTEE_BOARD)
+    return {
+        "tee": t["tee"], "clips": len(labels),
+        "labels_equal_plain": labels == plain,
+        "accuracy_on_the_board": float(np.mean(np.asarray(labels) == truth)),
+        "initialization_seconds": t["initialization_seconds"], "operation_seconds": t["operation_seconds"],
+        "deploy_seconds": deployed["deploy_seconds"], "preparation_seconds": deployed["preparation_seconds"],
+        "bench": bench,
     }  # fmt: skip
 
 
@@ -147,7 +200,35 @@ def table(out: dict) -> str:
         rows.append(("attacks refused, each with its own error", "—", f"{a['blocked']}/{a['total']}"))  # fmt: skip
     lines = ["| | paper (Bayerl et al. 2020) | omgkit |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
+    if "optee" in out:
+        lines += ["", optee_table(out["optee"], p)]
     return "\n".join(lines) + "\n"
+
+
+def optee_table(o: dict, p: dict = PAPER) -> str:
+    """The second table: the C TA under OP-TEE in QEMU, plain and guarded measured on the board."""
+    b = o["bench"]
+    s, bt, i, m = b["single"], b["batch"], b["initialization"], b["memory"]
+    heap = m["ta_heap"] or {}
+    rows = [
+        ("TEE", "OP-TEE on a HiKey 960", f"{o['tee']} — QEMU's emulated Arm CPU, not a HiKey"),
+        ("test split labels by the TA = plain labels", "—",
+         f"{o['labels_equal_plain']} ({o['clips']} clips; accuracy on the board {o['accuracy_on_the_board']:.4f})"),
+        ("plain inference per clip (C core, normal world)", f"{p['plain_ms']:.0f} ms (TFLM)",
+         f"{s['plain']['median_ms']:.1f} ms"),
+        ("guarded inference per clip (C TA)", f"{p['guarded_ms']:.0f} ms", f"{s['guarded']['median_ms']:.1f} ms"),
+        ("guarded / plain, single clip", f"{p['overhead']:.3f}", f"{s['ratio']:.3f}"),
+        ("guarded / plain, batch", "—", f"{bt['ratio']:.3f} ({b['clips']} clips, {bt['window_clips']} per call)"),
+        ("initialization, guarded (TA load) / plain", "—",
+         f"{i['guarded']['median_ms']:.0f} ms ({i['ta_load']['median_ms']:.0f} ms) / {i['plain']['median_ms']:.1f} ms"),
+        ("TA heap peak / heap size", "—",
+         f"{heap.get('max_allocated', 0) / 1024:.0f} / {heap.get('size', 0) / 1024:.0f} KiB"),
+        ("secure RAM held by the TA", "—", f"{m['ta_ram_held_bytes'] / 1024:.0f} KiB"),
+        ("plain C core's memory (model, arena, frontend)", "—", f"{sum(m['plain_bytes'].values()) / 1024:.0f} KiB"),
+    ]  # fmt: skip
+    lines = ["| OP-TEE in QEMU | paper (HiKey 960) | omgkit |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b_} | {c} |" for a, b_, c in rows]
+    return "\n".join(lines)
 
 
 def plots(bench: dict, stem: os.PathLike | str) -> None:

@@ -107,3 +107,12 @@ def fixed_heap() -> None:
     if hasattr(libc, "mallopt"):
         libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks below 32 MB come from the heap
         libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD: keep up to 128 MB of freed heap
+
+
+def timing_summary(xs: list[float]) -> dict:
+    """Median, 10th and 90th percentiles of durations in seconds, as milliseconds; and the count."""
+    import statistics
+
+    xs = sorted(xs)
+    return {"median_ms": statistics.median(xs) * 1000, "p10_ms": xs[len(xs) // 10] * 1000,
+            "p90_ms": xs[(len(xs) * 9) // 10] * 1000, "n": len(xs)}  # fmt: skip

@@ -192,3 +192,34 @@ def board_home(tmp_path_factory):
         os.environ.pop("OMG_HOME", None)
     else:
         os.environ["OMG_HOME"] = old
+
+
+# -- OP-TEE in QEMU: built once per session (the session's TA key), two boards booted once ----------
+
+
+@pytest.fixture(scope="session")
+def optee_image(board_home):
+    """Firmware (OP-TEE with the workbench's TA key and our pseudo-TA, TF-A) and the guest."""
+    from omgkit.board import optee_image
+
+    return optee_image.build_image()
+
+
+@pytest.fixture(scope="session")
+def optee_boards(optee_image, board_home):
+    """Two OP-TEE boards in QEMU, oq1 and oq2, created and up (enrolled by the manufacturer);
+    down at the end of the session."""
+    from omgkit.board import optee_qemu
+
+    names = ("oq1", "oq2")
+    try:
+        for n in names:
+            optee_qemu.create(n)
+            optee_qemu.up(n)
+        yield [f"emu://{n}" for n in names]
+    finally:
+        for n in names:
+            try:
+                optee_qemu.down(n)
+            except Exception:  # a board that was never made
+                pass

@@ -173,3 +173,24 @@ def test_omg_plan_says_whether_a_run_fits(core_lib, tiny_run, tmp_path):
     assert 0 < d["arena_bytes"] < d["ta_heap_bytes"] and d["ta_stack_bytes"] > 0
     small = run_omg("plan", "--run", str(tiny_run), "--target", "optee-example", check=False)
     assert small.returncode == 1 and "does NOT fit" in small.stdout
+
+
+def test_the_plan_targets_the_tas_own_limits():
+    """`omg plan --target optee-qemu` compares with the TA's TA_DATA_SIZE and TA_STACK_SIZE."""
+    import re
+
+    from omgkit.tee.plan import TARGETS
+
+    text = (REPO / "ta/optee/ta/include/user_ta_header_defines.h").read_text()
+    heap = int(re.search(r"TA_DATA_SIZE\s+\((\d+) \* 1024\)", text).group(1)) * 1024
+    stack = int(re.search(r"TA_STACK_SIZE\s+\((\d+) \* 1024\)", text).group(1)) * 1024
+    t = TARGETS["optee-qemu"]
+    assert (t.ta_heap_bytes, t.ta_stack_bytes) == (heap, stack)
+
+
+def test_the_ta_build_lists_every_core_source():
+    """The OP-TEE TA compiles core/ through core/sub.mk: a file added to the core is listed there."""
+    import re
+
+    listed = set(re.findall(r"(\w+\.c)", (REPO / "ta/optee/core/sub.mk").read_text()))
+    assert listed == {p.name for p in (REPO / "ta/optee/core").glob("*.c")}

@@ -25,6 +25,7 @@ from omg_ta.errors import (
     PackageIntegrityError,
     RollbackError,
     SecurityError,
+    ShortBufferError,
     TALoadError,
     TokenInvalidError,
     UnsealError,
@@ -263,11 +264,33 @@ def test_budget_and_scores_policy(guard_world, clips):
     )
     g.install_package(guard_world.packages[1])
     assert g.initialize()["budget_left"] == 6
+    # an output too small for the reply is refused before any budget is spent
+    from omgkit.tee.client import Output, Value
+
+    win = g.ctx.allocate_shared_memory(4 * C.CLIP_BYTES)
+    win.buffer[:] = np.ascontiguousarray(clips[0][:4], "<i2").tobytes()
+    small = Output(C.classify_reply_max(4, len(guard_world.release.labels), True) - 1)
+    with pytest.raises(ShortBufferError, match="need"):
+        g._session().invoke(C.CMD_CLASSIFY, C.SIGNATURES[C.CMD_CLASSIFY],
+                            [Value(C.SOURCE_BUFFER, 4), win.window(), small, None])  # fmt: skip
     r = g.classify_batch(clips[0][:4])
     assert r.scores is not None and np.allclose(np.sum(r.scores, axis=1), 1.0, atol=0.02)
     with pytest.raises(BudgetExhaustedError):
         g.classify_batch(clips[0][:3])  # 4 used, 2 left
     g.close()
+
+
+@pytest.mark.parametrize("scores", [False, True])
+def test_the_classify_reply_bound_holds(scores):
+    """commands.classify_reply_max bounds the Python TA's encoding (float64 scores) at every size."""
+    import cbor2
+
+    for n in (1, 23, 24, 255, 256, C.MAX_BATCH):
+        for classes in (2, 12, 23, 24, 40, 300):  # labels of 1, 2 and 3 bytes
+            reply = {"labels": [classes - 1] * n}
+            if scores:
+                reply["scores"] = [[0.123456789] * classes] * n
+            assert len(cbor2.dumps(reply)) <= C.classify_reply_max(n, classes, scores)
 
 
 def test_post_quantum_kem(guard_world, clips):

@@ -2,7 +2,8 @@
 """Install the Debian packages omgkit can use, where the machine allows it.
 
 Only what pip cannot provide lives here: offline text-to-speech engines (for
-the synthetic corpus) and OpenSSH's server (for the board tests). Everything
+the synthetic corpus), OpenSSH's server (for the board tests) and what the
+OP-TEE board in QEMU is built and run with (``optee``). Everything
 is optional except where a caller says ``--require``: without root or apt the
 script says what it could not install and what that costs, and exits 0, so
 ``make`` goes on with the engines the machine already has (the
@@ -53,6 +54,32 @@ GROUPS: dict[str, list[str]] = {
         "festvox-en1",
     ],
     "ssh": ["openssh-server", "openssh-client", "python3-venv"],
+    # the OP-TEE board in QEMU (omgkit.board.optee_image): emulator, cross compiler, U-Boot,
+    # and what OP-TEE's and TF-A's builds run (Debian's python3 with these two modules)
+    "optee": [
+        "qemu-system-arm",
+        "gcc-aarch64-linux-gnu",
+        "binutils-aarch64-linux-gnu",
+        "libc6-dev-arm64-cross",
+        "u-boot-qemu",
+        "gcc",
+        "make",
+        "patch",
+        "xz-utils",
+        "python3-pyelftools",
+        "python3-cryptography",
+        "device-tree-compiler",
+        "libssl-dev",
+        "e2fsprogs",
+    ],
+}
+
+#: what a missing group costs, for the message
+COST: dict[str, str] = {
+    "tts": "the corpus will use the engines present",
+    "tts-nonfree": "the corpus will use the engines present",
+    "ssh": "the OpenSSH board tests cannot run",
+    "optee": "the OP-TEE board (omg board create --kind optee-qemu) cannot be built",
 }
 
 STATE_DIR = Path(os.environ.get("OMG_APT_STATE", "/var/tmp/omgkit-apt"))
@@ -168,11 +195,11 @@ def install(groups: list[str], require: bool) -> int:
         print(f"sysdeps: {', '.join(groups)}: all {len(wanted)} packages present.")
         return 0
     if os.geteuid() != 0 or not shutil.which("apt-get"):
+        costs = sorted({COST[g] for g in groups if any(p in GROUPS[g] for p in todo)})
         print(
             "sysdeps: cannot install (not root or no apt-get): "
             + " ".join(todo)
-            + "\n  the corpus will use the engines present; run as root, or "
-            "`sudo apt-get install` these, for more voice diversity."
+            + f"\n  {'; '.join(costs)}; run as root, or `sudo apt-get install` these."
         )
         return 1 if require else 0
     print(f"sysdeps: installing {' '.join(todo)}", flush=True)
@@ -187,7 +214,8 @@ def install(groups: list[str], require: bool) -> int:
             apt(["install", pkg], private=private)
     still = missing(todo)
     if still:
-        print(f"sysdeps: could not install: {' '.join(still)}")
+        costs = sorted({COST[g] for g in groups if any(p in GROUPS[g] for p in still)})
+        print(f"sysdeps: could not install: {' '.join(still)} ({'; '.join(costs)})")
         return 1 if require else 0
     print("sysdeps: done.")
     return 0

@@ -32,6 +32,8 @@ from omg_ta import commands as C
 from ..util import sha256_file
 
 KEEP_RELEASES = 3
+OPTEE_TA_DIR = "/data/ta"
+"""Where an OP-TEE board's tee-supplicant finds TAs (its /lib/optee_armtz links here)."""
 
 
 def _root() -> Path:
@@ -86,13 +88,23 @@ def commit(release: str) -> dict:
             return {"ok": False, "bad": bad}
         os.replace(part, final)
     _switch(root / "deploy" / "current", f"releases/{release}")
-    ta_store = root / "device" / "ta"
-    ta_store.mkdir(parents=True, exist_ok=True)
-    ta_link = ta_store / str(C.TA_UUID)
-    if ta_link.exists() and not ta_link.is_symlink():
-        shutil.rmtree(ta_link)
-    if not ta_link.is_symlink():
-        _switch(ta_link, "../../deploy/current/ta")
+    if _optee_board():
+        # OP-TEE's supplicant loads <uuid>.ta from its TA directory: a link through
+        # deploy/current, so the TA switches with the release, in the same rename
+        ta_dir = Path(os.environ.get("OMG_OPTEE_TA_DIR", OPTEE_TA_DIR))
+        ta_link = ta_dir / f"{C.TA_UUID}.ta"
+        target = str(root.resolve() / "deploy" / "current" / "ta" / f"{C.TA_UUID}.ta")
+        if not ta_link.is_symlink() or os.readlink(ta_link) != target:
+            ta_link.unlink(missing_ok=True)
+            _switch(ta_link, target)
+    else:
+        ta_store = root / "device" / "ta"
+        ta_store.mkdir(parents=True, exist_ok=True)
+        ta_link = ta_store / str(C.TA_UUID)
+        if ta_link.exists() and not ta_link.is_symlink():
+            shutil.rmtree(ta_link)
+        if not ta_link.is_symlink():
+            _switch(ta_link, "../../deploy/current/ta")
     (root / "normal").mkdir(exist_ok=True)
     pkg = root / "normal" / "model.omgpkg"
     if not pkg.is_symlink():
@@ -161,6 +173,9 @@ def serve() -> None:
                     res = {}
                 elif op == "info":
                     res = {k: v for k, v in device_info().items() if k != "ok"}
+                    res["pid"] = (
+                        os.getpid()
+                    )  # this session's process (what the leak scan leaves out)
                 elif op == "attest":
                     res = {"token": g.attest(req["nonce"])}
                 elif op == "provision":
@@ -252,13 +267,28 @@ def main(argv: list[str] | None = None) -> int:
     a = list(sys.argv[1:] if argv is None else argv)
     if not a:
         print(
-            "usage: python -m omgkit.board.agent state|link SRC DST|commit RELEASE|serve",
+            "usage: python -m omgkit.board.agent state|link SRC DST|commit RELEASE|serve|bench",
             file=sys.stderr,
         )
         return 2
     cmd = a[0]
     if cmd == "serve":
         serve()
+        return 0
+    if cmd == "bench":  # one request on stdin (it holds a plaintext model: never on disk)
+        from omg_ta.errors import BadParametersError
+
+        from ..tee.wire import error_reply
+        from .board_bench import run
+
+        req = _read_frame(sys.stdin.buffer)
+        try:
+            if req is None:
+                raise BadParametersError("bench takes one request on stdin")
+            res = {"ok": True, "result": run(**req, root=str(_root()))}
+        except Exception as e:
+            res = error_reply(e, "agent")
+        _write_frame(sys.stdout.buffer, res)
         return 0
     commands = {"state": lambda: state(), "link": lambda: link(a[1], a[2]), "commit": lambda: commit(a[1]),
                 "tee-up": lambda: tee_up(), "device-info": lambda: device_info()}  # fmt: skip

@@ -4,7 +4,9 @@
 context manager that closes what it opened and reuses one SFTP client.
 URLs:
 
-- ``emu://NAME`` — an emulated board made by ``omg board create NAME``;
+- ``emu://NAME`` — a board made by ``omg board create NAME``: emulated,
+  or OP-TEE in QEMU (``--kind optee-qemu``; its ``board.json`` gives the
+  board directory and python);
 - ``ssh://user@host:port/ROOT?python=PATH&key=PATH`` — any board over
   SSH (a HiKey 960, or OpenSSH on loopback). ``ROOT`` is the board
   directory, relative to the user's home unless it starts with ``//``
@@ -73,11 +75,11 @@ def parse_url(url: str) -> BoardAddress:
             known = sorted(
                 p.name for p in _home.boards_dir().iterdir() if (p / "board.json").is_file()
             )
-            raise ConfigError(f"no emulated board {name!r} (known: {', '.join(known) or 'none'}); "
+            raise ConfigError(f"no board {name!r} (known: {', '.join(known) or 'none'}); "
                               f"create it with `omg board create {name}`")  # fmt: skip
-        m = json.loads(meta.read_text())
-        return BoardAddress("127.0.0.1", int(m["port"]), m["user"], ".", m["python"], str(_home.client_key()),
-                            emulated=True, name=name)  # fmt: skip
+        m = json.loads(meta.read_text())  # an OP-TEE board names its board directory and python
+        return BoardAddress("127.0.0.1", int(m["port"]), m["user"], m.get("root", "."), m["python"],
+                            str(_home.client_key()), emulated=True, name=name)  # fmt: skip
     if u.scheme == "ssh":
         if not u.hostname:
             raise ConfigError(f"{url}: no host; use ssh://user@host:port/root")

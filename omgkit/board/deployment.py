@@ -41,8 +41,12 @@ class DeployReport:
 
 
 def release_files(bundle_dir: str | os.PathLike, package: bytes) -> dict[str, bytes]:
+    """The files of a release: the TA (the emulated TEE's signed bundle, or OP-TEE's signed
+    ``<uuid>.ta``, which carries its signature inside) and the sealed package."""
     files = {f"ta/{k}": v for k, v in read_bundle(bundle_dir).items()}
-    files[f"ta/{BUNDLE_SIG_FILE}"] = (Path(bundle_dir) / BUNDLE_SIG_FILE).read_bytes()
+    sig = Path(bundle_dir) / BUNDLE_SIG_FILE
+    if sig.is_file():
+        files[f"ta/{BUNDLE_SIG_FILE}"] = sig.read_bytes()
     files["model.omgpkg"] = package
     return files
 
@@ -68,9 +72,12 @@ def _agent(board: Board, args: str) -> dict:
 
 
 def _mkdirs(sftp, path: str) -> None:
+    """mkdir -p over SFTP, for a path relative to the login directory or absolute."""
     parts = path.split("/")
     for i in range(1, len(parts) + 1):
         p = "/".join(parts[:i])
+        if not p:  # the root of an absolute path
+            continue
         try:
             sftp.stat(p)
         except OSError:

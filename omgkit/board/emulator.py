@@ -69,7 +69,7 @@ def create(name: str, *, port: int | None = None) -> Path:
     atomic_write_text(d / "authorized_keys", client_pub)
     Device.create(root / "device", manufacturer(), [_home.ta_signing_key().public_key()])
     port = port or _free_port()
-    atomic_write_text(d / "board.json", json.dumps({"name": name, "port": port, "user": getpass.getuser(),
+    atomic_write_text(d / "board.json", json.dumps({"name": name, "kind": "emulated", "port": port, "user": getpass.getuser(),
                                                     "python": sys.executable}, indent=2) + "\n")  # fmt: skip
     pub = key.export_public_key("openssh").decode().split()
     with open(_home.known_hosts(), "a") as f:
@@ -94,17 +94,23 @@ def status(name: str) -> dict:
     if not (d / "board.json").is_file():
         raise ConfigError(f"no emulated board {name!r}; `omg board create {name}` makes one")
     m = json.loads((d / "board.json").read_text())
+    if m.get("kind", "emulated") != "emulated":
+        raise ConfigError(f"board {name!r} is a {m['kind']} board, not an emulated one")
     from ..tee import Device
 
     dev = Device(d / "root" / "device")
-    return {"name": name, "url": f"emu://{name}", "port": m["port"], "up": _pid(name) is not None,
+    return {"name": name, "kind": "emulated", "url": f"emu://{name}", "port": m["port"], "up": _pid(name) is not None,
             "pid": _pid(name), "device_id": dev.device_id.hex(), "path": str(d)}  # fmt: skip
 
 
+def _emulated(p: Path) -> bool:
+    meta = p / "board.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("kind", "emulated") == "emulated"
+
+
 def list_boards() -> list[dict]:
-    return [
-        status(p.name) for p in sorted(_home.boards_dir().iterdir()) if (p / "board.json").is_file()
-    ]
+    """The emulated boards (``omgkit.board.lifecycle.list_boards`` lists every kind)."""
+    return [status(p.name) for p in sorted(_home.boards_dir().iterdir()) if _emulated(p)]
 
 
 def up(name: str, timeout: float = 30.0) -> dict:

@@ -3,8 +3,10 @@
 - ``id_ed25519`` / ``.pub``: the workbench's SSH client key;
 - ``known_hosts``: pinned board host keys (OpenSSH format);
 - ``ta_signing_key.pem``: the TA signing key emulated boards trust;
+- ``ta_signing_key_optee.pem``: the RSA key OP-TEE boards' firmware trusts
+  (``TA_SIGN_KEY=`` when building a TA; never OP-TEE's default key);
 - ``vendor/``: a default model vendor;
-- ``boards/<name>/``: emulated boards.
+- ``boards/<name>/``: boards (emulated, and OP-TEE in QEMU).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..util import atomic_write_bytes, write_secret
@@ -52,6 +55,30 @@ def ta_signing_key() -> Ed25519PrivateKey:
     if not p.is_file():
         write_private_key(p, Ed25519PrivateKey.generate())
     return read_private_key(p)
+
+
+def ta_signing_key_optee() -> Path:
+    """The workbench's RSA-3072 TA signing key for OP-TEE (PEM, 0600), made on first use.
+
+    A path, as OP-TEE's make takes it: ``TA_SIGN_KEY=`` when building a
+    TA; the OP-TEE boards' firmware is built with its public half
+    (``TA_PUBLIC_KEY=``) and loads no TA signed with another key, in
+    particular not with the development key OP-TEE's source ships.
+    """
+    p = home() / "ta_signing_key_optee.pem"
+    if not p.is_file():
+        k = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+        write_secret(p, k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))  # fmt: skip
+    return p
+
+
+def ta_public_key_optee_pem() -> bytes:
+    """The public half of :func:`ta_signing_key_optee`, PEM (what the firmware build takes)."""
+    k = serialization.load_pem_private_key(ta_signing_key_optee().read_bytes(), password=None)
+    return k.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def boards_dir() -> Path:

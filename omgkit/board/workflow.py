@@ -20,7 +20,7 @@ import numpy as np
 
 from omg_ta import commands as C
 
-from ..errors import BoardError
+from ..errors import BoardError, ConfigError
 from ..guard import Vendor
 from ..kws.release import Release
 from ..tee.bundle import build_bundle
@@ -38,9 +38,22 @@ def default_vendor() -> Vendor:
     return v
 
 
-def ta_bundle(vendor: Vendor) -> Path:
-    out = _home.home() / "bundle"
-    m = build_bundle(out, vendor.public_raw, _home.ta_signing_key())
+def ta_bundle(vendor: Vendor, *, optee: bool = False) -> Path:
+    """The TA for this vendor, signed, its measurement approved by the vendor.
+
+    The emulated TEE's TA is the Python bundle; OP-TEE's is the C TA, built
+    with the board image's TA dev kit and signed with the key OP-TEE boards
+    trust (``omgkit.board.optee_ta``)."""
+    if not optee:
+        out = _home.home() / "bundle"
+        m = build_bundle(out, vendor.public_raw, _home.ta_signing_key())
+    else:
+        from . import optee_image, optee_ta
+
+        out = _home.home() / "bundle-optee"
+        img = optee_image.build_image()
+        _, m = optee_ta.build(out, vendor.public_raw, dev_kit=img["ta_dev_kit"],
+                              sign_key=_home.ta_signing_key_optee())  # fmt: skip
     vendor.approve(m)
     return out
 
@@ -80,15 +93,26 @@ def deploy_run(url: str, run_dir: str | os.PathLike | Release, *, model_version:
                kem: str = "X25519", vendor: Vendor | None = None) -> dict:  # fmt: skip
     """Seal a run's release (checked first: a bad model never reaches the board), deploy, provision."""
     release = run_dir if isinstance(run_dir, Release) else Release.from_run(run_dir)
+    release.check()  # a model that would not run in a TA stops here, before any board is touched
     v = vendor or default_vendor()
-    if model_version is None:  # the same release keeps its version; a new model gets the next one
-        model_version = v.version_for(release)
-    pkg = v.seal_model(release, model_version=model_version)
-    bundle = ta_bundle(v)
     with Board(url) as b:
         tee = _agent(b, "tee-up")
         if not tee.get("ok"):
             raise BoardError(tee.get("message", "the board's TEE did not start"))
+        optee = _agent(b, "device-info").get("tee", "").startswith("OP-TEE")
+        if optee:  # OP-TEE's TA runs the C engine; its key transport is X25519 only
+            release = release.with_runtime("c")
+            if kem != "X25519":
+                raise ConfigError(f"OP-TEE's TA unwraps X25519 licenses only, not {kem}")
+            from .optee_qemu import sync_code
+
+            sync_code(b)  # the board side runs this workbench's code (a look-up when unchanged)
+        if (
+            model_version is None
+        ):  # the same release keeps its version; a new model gets the next one
+            model_version = v.version_for(release)
+        pkg = v.seal_model(release, model_version=model_version)
+        bundle = ta_bundle(v, optee=optee)
         report = deploy(b, bundle, pkg)
         t = time.perf_counter()
         with RemoteEnclave(b) as r:
@@ -112,6 +136,10 @@ def classify(
         t = time.perf_counter()
         model = r.initialize()
         init = time.perf_counter() - t
+        info = r.call("info")
+        mic = mic and bool(
+            info.get("mic")
+        )  # QEMU has no secure microphone: audio goes in as a batch
         t = time.perf_counter()
         for i in range(0, len(a), batch):
             chunk = a[i : i + batch]
@@ -120,7 +148,37 @@ def classify(
         rtt = sorted(r.ping() for _ in range(20))[10]
     return labels, {
         "model": model,
+        "tee": info.get("tee"),
+        "source": "secure microphone" if mic else "shared memory (evaluation mode)",
         "initialization_seconds": init,
         "operation_seconds": op,
         "rtt_median_ms": rtt * 1000,
     }
+
+
+def plain_labels(
+    model_info: dict, audio: np.ndarray, vendor: Vendor | None = None
+) -> list[int] | None:
+    """Plain inference of the model a board runs, on the same clips: the vendor's own copy.
+
+    The workbench is the vendor too: it opens the package it sealed for
+    ``model_info`` (model id and version, as the board's TA reported them)
+    with the model key it kept, and runs the model outside any TEE with the
+    package's frontend and runtime. None if this vendor did not seal it.
+    """
+    from omg_ta.frontend import Frontend, FrontendSettings
+    from omg_ta.package import open_package
+    from omg_ta.runtime import load_runtime
+
+    v = vendor or default_vendor()
+    mid, ver = str(model_info["model_id"]), int(model_info["model_version"])
+    pkg = v._model_key_path(mid, ver).with_suffix(".omgpkg")
+    if not pkg.is_file():
+        return None
+    header, model = open_package(pkg.read_bytes(), v._model_key(mid, ver).reveal(), v.public_key())
+    fe = Frontend(FrontendSettings.from_dict(dict(header.input["frontend"])))
+    rt = load_runtime(header.runtime, model)
+    a = np.asarray(audio, dtype="<i2").reshape(-1, C.CLIP_SAMPLES)
+    return [
+        int(x) for i in range(0, len(a), 256) for x in rt.classify(fe(a[i : i + 256])[..., None])
+    ]

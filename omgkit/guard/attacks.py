@@ -232,16 +232,20 @@ ATTACKS = [
 def stage(lg: LocalGuard, release: Release, *, say: Callable[[Outcome], None] = lambda o: None,
           attacks: list[Attack] | None = None) -> list[Outcome]:  # fmt: skip
     """Stage every attack (of :data:`ATTACKS`, or ``attacks``), each on its own emulated device."""
-    st = Stage(lg, release)
+    return run_each(attacks or ATTACKS, Stage(lg, release), Outcome, say)
+
+
+def run_each(attacks: list, st, outcome: Callable, say: Callable) -> list:
+    """Stage each attack on ``st``; ``outcome(attack, error name or None, message, seconds)`` each."""
     out = []
-    for attack in attacks or ATTACKS:
+    for attack in attacks:
         t = time.perf_counter()
         try:
             attack.stage(st)
             err, msg = None, "the attack went through"
         except OmgError as e:
             err, msg = type(e).__name__, str(e)
-        o = Outcome(attack, err, msg, time.perf_counter() - t)
+        o = outcome(attack, err, msg, time.perf_counter() - t)
         out.append(o)
         say(o)
     return out

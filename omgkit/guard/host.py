@@ -141,7 +141,7 @@ class GuardedModel:
         """Classify what the secure microphone heard (the audio never passes here)."""
         t = time.perf_counter()
         out = self._session().invoke(C.CMD_CLASSIFY, C.CLASSIFY_MIC_SIGNATURE,
-                                     [Value(C.SOURCE_MIC, max_clips), None, Output(), None])  # fmt: skip
+                                     [Value(C.SOURCE_MIC, max_clips), None, self._reply(max_clips), None])  # fmt: skip
         return self._result(out[2], time.perf_counter() - t)
 
     SHARED_CLIPS = C.SHARED_WINDOW_CLIPS
@@ -176,7 +176,8 @@ class GuardedModel:
                 chunk = a[i : i + per]
                 view[: len(chunk)] = chunk
                 out = session.invoke(C.CMD_CLASSIFY, C.SIGNATURES[C.CMD_CLASSIFY],
-                                     [Value(C.SOURCE_BUFFER, len(chunk)), shared.window(0, chunk.nbytes), Output(), None])  # fmt: skip
+                                     [Value(C.SOURCE_BUFFER, len(chunk)), shared.window(0, chunk.nbytes),
+                                      self._reply(len(chunk)), None])  # fmt: skip
                 d = cbor2.loads(out[2])
                 labels += list(d["labels"])
                 if d.get("scores") is not None:
@@ -184,6 +185,14 @@ class GuardedModel:
         finally:
             del view  # the window must not stay exported (an error's traceback would keep it)
         return Result(labels, scores, time.perf_counter() - t)
+
+    def _reply(self, clips: int) -> Output:
+        """An output sized for a classify reply (``commands.classify_reply_max``), from the model info."""
+        if not self.info:  # not initialized: the TA says so
+            return Output()
+        return Output(
+            C.classify_reply_max(clips, len(self.info["labels"]), bool(self.info["scores_allowed"]))
+        )
 
     @staticmethod
     def _result(blob: bytes, seconds: float) -> Result:

@@ -81,8 +81,10 @@ class _Handler(_FrameHandler):
                 pass  # a view is still alive; the mapping goes with the process
 
     def _param_in(self, p, shm: dict):
-        if p is None or p[0] == "o":
+        if p is None:
             return None
+        if p[0] == "o":  # an output memref: the TA sees its size, as under GP
+            return int(p[1])
         if p[0] == "v":
             return (int(p[1]), int(p[2]))
         if p[0] == "m":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 import uuid as _uuid
 from typing import Any
 
@@ -38,7 +39,13 @@ TEEC_MEMREF_PARTIAL_INPUT = 0xD
 TEEC_MEM_INPUT, TEEC_MEM_OUTPUT = 0x1, 0x2
 TEEC_LOGIN_PUBLIC = 0
 TEEC_ORIGIN_TRUSTED_APP = 4
+_ORIGINS = {1: "the client library", 2: "the communication with the TEE", 3: "the TEE", 4: "the TA"}
 TEEC_SUCCESS = 0
+TEEC_ERROR_SHORT_BUFFER = C.RESULT_SHORT_BUFFER
+MAX_OUTPUT = 256 << 10
+"""The largest output memref asked of OP-TEE's shared memory at first: the contract's
+default (16 MiB, fine for the emulated TEE) is more than its pool gives; a TA that needs
+more says so (SHORT_BUFFER with the size) and the call is made again with that size."""
 #: GP codes with which the TEE itself (not the TA) refuses to load a TA
 _LOAD_REFUSALS = {C.RESULT_SECURITY, 0xFFFF3072, 0xFFFF0005}  # and SIGNATURE_INVALID, BAD_FORMAT
 
@@ -162,10 +169,11 @@ class OpteeSession:
     def __init__(self, ctx: OpteeContext, session: _Session):
         self.ctx, self._s = ctx, session
 
-    def _raise(self, rc: int, origin: int) -> None:
-        message = ""
-        if origin == TEEC_ORIGIN_TRUSTED_APP and not is_security_code(rc):
-            message = self._last_error()  # GP carries no message: the TA keeps its last one
+    def _raise(self, rc: int, origin: int, cmd: int) -> None:
+        if origin != TEEC_ORIGIN_TRUSTED_APP:
+            where = _ORIGINS.get(origin, f"origin {origin}")
+            raise from_result(rc, f"command {cmd} failed in {where} (result {rc:#010x})")
+        message = "" if is_security_code(rc) else self._last_error()  # GP carries no message
         raise from_result(rc, message)
 
     def _last_error(self) -> str:
@@ -176,12 +184,12 @@ class OpteeSession:
             return ""
         return (out[0] or b"").decode(errors="replace")
 
-    def invoke(
-        self, cmd: int, types: int, params: list[Any], *, _fetch_message: bool = True
-    ) -> list[Any]:
+    def invoke(self, cmd: int, types: int, params: list[Any], *, _fetch_message: bool = True,
+               _sizes: dict[int, int] | None = None) -> list[Any]:  # fmt: skip
         """TEEC_InvokeCommand: returns the four slots (outputs filled in)."""
         if len(params) != 4:
             raise ConfigError("four parameters, as in the TEE Client API")
+        sizes = _sizes or {}
         op = _Operation()
         client_types = 0
         keep = []  # buffers that must live through the call
@@ -204,11 +212,12 @@ class OpteeSession:
                 op.params[i].memref.offset = p.offset
                 op.params[i].memref.size = p.size
             elif isinstance(p, Output):
-                buf = ctypes.create_string_buffer(max(1, p.size))
+                size = min(p.size, sizes.get(i, MAX_OUTPUT))
+                buf = ctypes.create_string_buffer(max(1, size))
                 keep.append(buf)
                 t = TEEC_MEMREF_TEMP_OUTPUT
                 op.params[i].tmpref.buffer = ctypes.cast(buf, ctypes.c_void_p)
-                op.params[i].tmpref.size = p.size
+                op.params[i].tmpref.size = size
             elif p is not None:
                 raise ConfigError(f"unsupported parameter {type(p).__name__}")
             client_types |= t << (4 * i)
@@ -217,9 +226,15 @@ class OpteeSession:
         rc = _libteec().TEEC_InvokeCommand(
             ctypes.byref(self._s), cmd, ctypes.byref(op), ctypes.byref(origin)
         )
+        if rc == TEEC_ERROR_SHORT_BUFFER and origin.value == TEEC_ORIGIN_TRUSTED_APP and not _sizes:
+            # the TA says how much it needs: ask again with that much (up to what was allowed)
+            outs = [i for i, p in enumerate(params) if isinstance(p, Output)]
+            want = {i: op.params[i].tmpref.size for i in outs}
+            if all(want[i] <= params[i].size for i in outs):
+                return self.invoke(cmd, types, params, _fetch_message=_fetch_message, _sizes=want)
         if rc != TEEC_SUCCESS:
             if _fetch_message:
-                self._raise(rc, origin.value)
+                self._raise(rc, origin.value, cmd)
             raise from_result(rc)
         return [ctypes.string_at(op.params[i].tmpref.buffer, op.params[i].tmpref.size)
                 if isinstance(p, Output) else None for i, p in enumerate(params)]  # fmt: skip
@@ -306,3 +321,59 @@ def pta_device_info(ctx: OpteeContext) -> tuple[bytes, bytes, str]:
     finally:
         s.close()
     return out[0], out[1], out[2].decode(errors="replace")
+
+
+#: OP-TEE's statistics pseudo-TA (core/pta/stats.c; in our build: CFG_WITH_STATS, CFG_TA_STATS).
+STATS_UUID = _uuid.UUID("d96a5b40-e2c7-b1af-8794-1002a5d5c61b")
+STATS_CMD_ALLOC_STATS, STATS_CMD_TA_STATS = 1, 3
+STATS_POOL_TA_RAM = 3
+#: struct pta_stats_alloc: desc[32], free2_sum u64, then six u32
+_ALLOC = struct.Struct("<32sQ6I")
+#: struct pta_stats_ta: TEE_UUID (u32, u16, u16, u8[8]), panicked, sess_num, the TA's heap
+_TA_STATS = struct.Struct("<IHH8sII")
+
+
+def _alloc_stats(blob: bytes) -> dict[str, int]:
+    _, _, allocated, peak, size, fails, _, _ = _ALLOC.unpack_from(blob)
+    return {
+        "allocated": allocated,
+        "max_allocated": peak,
+        "size": size,
+        "failed_allocations": fails,
+    }
+
+
+def ta_memory_stats(ctx: OpteeContext) -> dict[str, Any]:
+    """What OP-TEE's statistics pseudo-TA says of TA memory, measured by the TEE core itself.
+
+    ``ta_ram``: secure physical memory allocated from the core's and the TA
+    pools together (OP-TEE adds the two; the core's includes its own image),
+    so only a *difference* means something: what a TA holds is the
+    allocation with it loaded minus the allocation without. ``tas``: each
+    loaded user TA's heap (bytes allocated now, at most, and the heap's
+    size), counted by the TA's own allocator (libutils); empty when no TA is
+    loaded.
+    """
+    s = ctx.open_session(STATS_UUID)
+    try:
+        out = s.invoke(STATS_CMD_ALLOC_STATS, 0,
+                       [Value(STATS_POOL_TA_RAM, 0), Output(_ALLOC.size), None, None],
+                       _fetch_message=False)  # fmt: skip
+        ta_ram = _alloc_stats(out[1])
+        tas = []
+        try:
+            blob = s.invoke(STATS_CMD_TA_STATS, 0, [Output(64 * (_TA_STATS.size + _ALLOC.size)), None, None, None],
+                            _fetch_message=False)[0]  # fmt: skip
+        except OmgError as e:
+            if e.result_code != C.RESULT_ITEM_NOT_FOUND:  # no user TA loaded: an empty list
+                raise
+            blob = b""
+        step = _TA_STATS.size + _ALLOC.size
+        for off in range(0, len(blob) - step + 1, step):
+            tl, tm, th, rest, panicked, sessions = _TA_STATS.unpack_from(blob, off)
+            u = _uuid.UUID(bytes=struct.pack(">IHH", tl, tm, th) + rest)
+            tas.append({"uuid": str(u), "panicked": bool(panicked), "sessions": sessions,
+                        "heap": _alloc_stats(blob[off + _TA_STATS.size : off + step])})  # fmt: skip
+    finally:
+        s.close()
+    return {"ta_ram": ta_ram, "tas": tas}

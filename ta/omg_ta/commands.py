@@ -117,9 +117,35 @@ CMD_CLASSIFY = 3
 - p1 MEMREF_INPUT: with SOURCE_BUFFER (evaluation mode), int16
   little-endian audio, whole clips of CLIP_BYTES; NONE with SOURCE_MIC.
 - p2 MEMREF_OUTPUT: results, CBOR {labels: [int], scores: [[float]] or
-  absent}.
+  absent}; at least ``classify_reply_max(p0.b, labels, scores allowed)``
+  bytes, else RESULT_SHORT_BUFFER (with that size) before any audio is
+  read or any budget spent.
 - p3: NONE.
 """
+
+CLASSIFY_REPLY_FIXED = 24
+"""Most bytes of a CMD_CLASSIFY reply besides its clips: the map, its two keys, two array heads."""
+CLASSIFY_REPLY_PER_CLIP = 3
+"""Most bytes of one clip's label (a CBOR unsigned integer below 65,536; the C TA takes 64 labels)."""
+CLASSIFY_REPLY_PER_SCORE_ROW = 3
+"""Most bytes of the head of one clip's scores (a CBOR array)."""
+CLASSIFY_REPLY_PER_SCORE = 9
+"""Most bytes of one score (a CBOR float64; the C TA writes float32, 5)."""
+
+
+def classify_reply_max(clips: int, classes: int, scores: bool) -> int:
+    """The most bytes a CMD_CLASSIFY reply for ``clips`` clips (p0.b) can take.
+
+    A client sizes p2 with it from the model info CMD_INITIALIZE returned
+    (its labels and scores_allowed). A right-sized output matters on OP-TEE:
+    libteec allocates, registers and copies back a temporary output memref
+    on every call (256 KiB costs ~5 ms per call under QEMU).
+    """
+    per = CLASSIFY_REPLY_PER_CLIP
+    if scores:
+        per += CLASSIFY_REPLY_PER_SCORE_ROW + classes * CLASSIFY_REPLY_PER_SCORE
+    return CLASSIFY_REPLY_FIXED + clips * per
+
 
 CMD_CLOSE = 4
 """Wipe the model and the key from TA memory. All parameters NONE."""

@@ -34,6 +34,7 @@ from .errors import (
     OmgError,
     RollbackError,
     SecurityError,
+    ShortBufferError,
     UnsealError,
 )
 from .frontend import Frontend, FrontendSettings
@@ -193,12 +194,21 @@ class KeywordTA:
         source, max_clips = value
         if not 1 <= max_clips <= C.MAX_BATCH:
             raise BadParametersError(f"max clips must be 1..{C.MAX_BATCH}")
+        if source not in (C.SOURCE_MIC, C.SOURCE_BUFFER):
+            raise BadParametersError("unknown audio source")
+        capacity = p[2]  # an output memref's size, as GP gives it to a TA
+        need = C.classify_reply_max(max_clips, len(self._model["labels"]),
+                                    bool(self._model["license"].policy.scores))  # fmt: skip
+        if (
+            isinstance(capacity, int) and capacity < need
+        ):  # before any audio is read or budget spent
+            raise ShortBufferError(f"the results of {max_clips} clips need {need} bytes of output")
         if source == C.SOURCE_MIC:
             clips = self.tee.mic_read(max_clips, timeout=5.0)
             audio = (
                 np.frombuffer(b"".join(clips), "<i2").reshape(-1, C.CLIP_SAMPLES) if clips else None
             )
-        elif source == C.SOURCE_BUFFER:
+        else:  # SOURCE_BUFFER
             buf = p[1]
             if not isinstance(buf, (bytes, memoryview)) or len(buf) % C.CLIP_BYTES:
                 raise BadParametersError(
@@ -206,19 +216,17 @@ class KeywordTA:
                 )
             # read in place, a chunk at a time (the frontend copies each chunk)
             audio = np.frombuffer(buf, "<i2").reshape(-1, C.CLIP_SAMPLES)[:max_clips]
-        else:
-            raise BadParametersError("unknown audio source")
         if audio is None or len(audio) == 0:
             return [None, None, cbor2.dumps({"labels": []}), None]
         left = self._budget_left()
-        if left is not None:
-            if left < len(audio):
-                raise BudgetExhaustedError()
-            self.tee.storage_put(self._model["budget_key"], str(left - len(audio)).encode())
+        if left is not None and left < len(audio):
+            raise BudgetExhaustedError()
         # chunk by chunk: the TA's memory stays bounded whatever the batch size
         frontend, runtime = self._model["frontend"], self._model["runtime"]
         scores = np.concatenate([runtime.predict(frontend(audio[i : i + CHUNK])[..., None])
                                  for i in range(0, len(audio), CHUNK)])  # fmt: skip
+        if left is not None:  # spent once the clips are classified; no results unless spent
+            self.tee.storage_put(self._model["budget_key"], str(left - len(audio)).encode())
         out: dict[str, Any] = {"labels": [int(i) for i in np.argmax(scores, axis=1)]}
         if self._model["license"].policy.scores:
             out["scores"] = [[float(v) for v in row] for row in scores]

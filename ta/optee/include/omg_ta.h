@@ -74,12 +74,26 @@
  *                   b = most clips (1..OMG_MAX_BATCH)
  * p1 MEMREF_INPUT:  with OMG_SOURCE_BUFFER, int16 little-endian audio, whole
  *                   clips of OMG_CLIP_BYTES; NONE with OMG_SOURCE_MIC
- * p2 MEMREF_OUTPUT: results, CBOR {labels: [int], scores: [[float]] or absent}
+ * p2 MEMREF_OUTPUT: results, CBOR {labels: [int], scores: [[float]] or absent};
+ *                   at least OMG_CLASSIFY_REPLY_MAX(p0.b, labels, scores
+ *                   allowed) bytes, else OMG_RESULT_SHORT_BUFFER (with that
+ *                   size) before any audio is read or any budget spent
  * p3 NONE
  */
 #define OMG_CMD_CLASSIFY	3
 #define OMG_SIG_CMD_CLASSIFY	0x0651
 #define OMG_CLASSIFY_MIC_SIGNATURE 0x0601
+/* The most bytes of a CMD_CLASSIFY reply (commands.classify_reply_max) */
+#define OMG_CLASSIFY_REPLY_FIXED	24	/* the map, two keys, two array heads */
+#define OMG_CLASSIFY_REPLY_PER_CLIP	3	/* one label */
+#define OMG_CLASSIFY_REPLY_PER_SCORE_ROW 3	/* the head of one clip's scores */
+#define OMG_CLASSIFY_REPLY_PER_SCORE	9	/* one score (float64; we write float32) */
+#define OMG_CLASSIFY_REPLY_MAX(clips, classes, scores)                          \
+	(OMG_CLASSIFY_REPLY_FIXED +                                             \
+	 (size_t)(clips) * (OMG_CLASSIFY_REPLY_PER_CLIP +                       \
+			    ((scores) ? OMG_CLASSIFY_REPLY_PER_SCORE_ROW +           \
+					(size_t)(classes) * OMG_CLASSIFY_REPLY_PER_SCORE \
+				      : 0)))
 /* CMD_CLOSE - wipe the model and the key from TA memory. All NONE. */
 #define OMG_CMD_CLOSE		4
 #define OMG_SIG_CMD_CLOSE	0x0000

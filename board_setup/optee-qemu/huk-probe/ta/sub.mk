@@ -1,0 +1,2 @@
+global-incdirs-y += . ..
+srcs-y += huk_probe_ta.c

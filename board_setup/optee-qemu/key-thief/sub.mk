@@ -1,0 +1,2 @@
+global-incdirs-y += .
+srcs-y += key_thief_ta.c
