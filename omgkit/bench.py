@@ -156,6 +156,19 @@ def plain_peak_rss_mb(model_path, runtime: str, frontend) -> float:
     return int(out) / 1024
 
 
+def _pin_tree(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` and of its descendants (the TEE core and its TA processes,
+    started or waiting warm) to ``cpus``; what is started later inherits it."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+            children = open(f"/proc/{pid}/task/{tid}/children").read().split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for child in children:
+            _pin_tree(int(child), cpus)
+
+
 def _pin(ta_pid: int) -> dict | None:
     """Pin the TA's process to the last CPU and this one (plain and the host) to the others.
 
@@ -169,7 +182,7 @@ def _pin(ta_pid: int) -> dict | None:
         return None
     if len(cpus) < 2:
         return None
-    os.sched_setaffinity(ta_pid, {cpus[-1]})
+    _pin_tree(ta_pid, {cpus[-1]})
     os.sched_setaffinity(0, set(cpus[:-1]))
     return {"ta": [cpus[-1]], "normal_world": cpus[:-1]}
 
@@ -318,6 +331,10 @@ def _guard_bench(
                 t = time.perf_counter()
                 one_shot = plain.classify(fe(x_test)[..., None]).tolist()
                 batch_p1.append(time.perf_counter() - t)
+            # the TA's own process (the TEE core's is apart): its peak, before the session ends
+            from .tee.client import hardware
+
+            ta_rss = max(_rss_mb(t["pid"]) for t in hardware(g.device_dir, "ta_status")["tas"])
             g.close()
             med = statistics.median
             r = {
@@ -336,7 +353,7 @@ def _guard_bench(
                 "accuracy_guarded_int8": float(np.mean(np.asarray(guarded_labels) == y_test)),
                 "accuracy_plain_int8": float(np.mean(np.asarray(plain_labels) == y_test)),
             }  # fmt: skip
-            r["ta_peak_rss_mb"] = _rss_mb(lg.daemons[f"device-{rt_name}"].proc.pid)
+            r["ta_peak_rss_mb"] = ta_rss
             r["pinned_cpus"] = pinned
             res["runtimes"][rt_name] = r
             say(f"{rt_name}: single ×{r['single']['ratio']:.3f}, batch ×{r['batch']['ratio']:.3f}, "

@@ -133,6 +133,11 @@ class DiskFullError(BoardError):
         )
 
 
+class DeploymentError(BoardError):
+    """A deployment did not complete: the board kept failing its checks, or its directory holds a link
+    where a directory of ours belongs. The message says what to do."""
+
+
 class BoardImageError(BoardError):
     """An OP-TEE board's image cannot be built, or the board cannot be started from it."""
 

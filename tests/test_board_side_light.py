@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -60,18 +61,36 @@ def test_secure_world_does_not_load_the_vendor_or_the_host_app():
 
 
 def test_tee_image_loads_only_its_runtimes(tmp_path):
-    """A device's TEE image holds the runtimes it names, loaded at start (the bench's TA memory)."""
+    """A device's TEE image holds the runtimes it names: each TA process loads them before its
+    TA (one waits warm for the next session); the TEE core itself loads none (the bench's TA memory)."""
+    import time
+
     from omgkit.guard.local import LocalGuard
 
     def mapped(pid: int) -> str:
         return open(f"/proc/{pid}/maps").read()
 
+    def warm_ta(daemon_pid: int, expect: tuple[str, ...]) -> str:
+        """The maps of the core's waiting TA process, once it has loaded ``expect``."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for tid in os.listdir(f"/proc/{daemon_pid}/task"):
+                for child in open(f"/proc/{daemon_pid}/task/{tid}/children").read().split():
+                    m = mapped(int(child))
+                    if all(name in m for name in expect):
+                        return m
+            time.sleep(0.2)
+        raise AssertionError(f"no TA process with {expect} came up")
+
     with LocalGuard.create(tmp_path) as lg:
         lg.device("only-tflm", runtimes=("tflm",))
         lg.device("both")
-        only, both = (mapped(lg.daemons[n].proc.pid) for n in ("only-tflm", "both"))
+        core = {n: mapped(lg.daemons[n].proc.pid) for n in ("only-tflm", "both")}
+        only = warm_ta(lg.daemons["only-tflm"].proc.pid, ("tflite_micro",))
+        both = warm_ta(lg.daemons["both"].proc.pid, ("tflite_micro", "ai_edge_litert"))
     assert "tflite_micro" in only and "ai_edge_litert" not in only
     assert "tflite_micro" in both and "ai_edge_litert" in both
+    assert all("tflite_micro" not in m and "ai_edge_litert" not in m for m in core.values())
 
 
 def test_an_optee_boards_normal_world_needs_only_numpy_and_cbor2():

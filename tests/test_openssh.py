@@ -1,7 +1,8 @@
 """The same client code against a real OpenSSH sshd on 127.0.0.1.
 
 As root, the test runs sshd with its own config for a dedicated
-unprivileged user, ``omgboard``, who gets the board runtime from an offline
+unprivileged user of its own (``omgb-`` and a random suffix, so two suites
+on one machine never share one; removed afterwards), who gets the board runtime from an offline
 wheelhouse (Debian's python3 and a venv, no TensorFlow), as a real board
 would. Then: pin the host key, give the board the emulated TEE's device
 state, deploy, provision and classify — the code paths of a HiKey 960.
@@ -15,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,8 @@ import pytest
 from omg_ta.frontend import Frontend
 from omg_ta.runtime import load_runtime
 
-USER = "omgboard"
+USER = f"omgb-{uuid.uuid4().hex[:12]}"
+"""This run's board user: unique, so concurrent suites do not log in as each other."""
 SSHD = "/usr/sbin/sshd"
 
 
@@ -40,13 +43,9 @@ def sshd_board(board_home, tmp_path_factory):
     assert Path(SSHD).is_file(), (
         "OpenSSH's sshd is missing: `python3 tools/sysdeps.py ssh` (as root) installs it"
     )
-    if subprocess.run(["id", USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
     # no password, but not "locked": sshd without PAM refuses locked accounts even with a key
     subprocess.run(["usermod", "-p", "*", USER], check=True)
-    home = Path(pwd.getpwnam(USER).pw_dir)
-    for old in ("omg-board",):
-        shutil.rmtree(home / old, ignore_errors=True)
     tmp = tmp_path_factory.mktemp("sshd")
     os.chmod(tmp, 0o755)
     for p in tmp.parents:  # the wheelhouse must be readable by the board user
@@ -67,32 +66,39 @@ def sshd_board(board_home, tmp_path_factory):
     from omgkit.board import home as omg_home
 
     shutil.copy(str(omg_home.client_key()) + ".pub", keys / USER)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = tmp / "sshd_config"
-    conf.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host_key'}\nPidFile {tmp / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {keys}/%u\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
-        f"AllowUsers {USER}\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
-    )
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    log = open(tmp / "sshd.log", "w")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdout=log, stderr=log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, (tmp / "sshd.log").read_text()
+    # sshd cannot take port 0: pick a free one, and if another process takes it
+    # first (another suite on this machine), sshd fails to bind: pick again. Ready
+    # means sshd itself says it listens, not that *something* answers on the port.
+    for _attempt in range(10):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        conf = tmp / "sshd_config"
+        conf.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host_key'}\nPidFile {tmp / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {keys}/%u\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+            f"AllowUsers {USER}\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
+        )
+        log_path = tmp / f"sshd-{port}.log"
+        log = open(log_path, "w")
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            if f"Server listening on 127.0.0.1 port {port}" in log_path.read_text():
+                break
             time.sleep(0.1)
+        if proc.poll() is None:
+            break
+    assert proc.poll() is None, log_path.read_text()
     url = f"ssh://{USER}@127.0.0.1:{port}/omg-board?python=omg-venv/bin/python"
     yield url, wh
     proc.terminate()
     proc.wait(10)
-    subprocess.run(["pkill", "-u", USER, "-f", "omgkit.tee"], capture_output=True)
+    subprocess.run(["pkill", "-u", USER], capture_output=True)
+    time.sleep(0.5)
+    subprocess.run(["userdel", "--remove", "--force", USER], capture_output=True)
 
 
 @pytest.mark.slow

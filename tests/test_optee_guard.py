@@ -153,7 +153,9 @@ def test_no_normal_world_process_holds_the_model_or_the_users_audio(
             path.append(pid)
         scan = scan_normal_world(deployed, {"model": release.model, "audio": x.tobytes()})
     assert scan["model"]["windows"] == 32 and scan["model"]["bytes"] > 1_000_000
-    assert scan["model"]["processes"] >= 4 and scan["model"]["files"] > 10  # init, tee-supplicant, SSH, agent
+    assert (
+        scan["model"]["processes"] >= 4 and scan["model"]["files"] > 10
+    )  # init, tee-supplicant, SSH, agent
     assert scan["model"]["found"] == 0, scan["model"]
     on_the_path = {f"({p})" for p in path[:-1]}
     where = scan["audio"]["where"]
@@ -232,3 +234,63 @@ def test_a_ta_named_after_the_pseudo_tas_input_cannot_derive_its_keys(optee_boar
     out = steal_the_device_key(optee_boards[1], tmp_path)
     assert out["uuid"] == "2d474d4f-4544-4956-4345-2d4b45592d76"  # "OMG-DEVICE-KEY-v" in memory
     assert out["derived"] == 32 and out["signs_as_the_device"] is False
+
+
+_RACE = """
+import sys, threading
+import numpy as np
+from omg_ta import commands as C
+from omg_ta.errors import BudgetExhaustedError
+from omgkit.board.agent import _root
+from omgkit.guard.host import GuardedModel
+
+n = int(sys.argv[1])
+hosts = [GuardedModel(_root() / "device", _root() / "normal") for _ in range(n)]
+lefts = [h.initialize()["budget_left"] for h in hosts]
+clip = np.zeros((1, C.CLIP_SAMPLES), "<i2")
+done, refused, errors = [], [], []
+start = threading.Barrier(n)
+
+def spend(h):
+    start.wait()
+    while True:
+        try:
+            done.append(len(h.classify_batch(clip).labels))
+        except BudgetExhaustedError:
+            refused.append(1)
+            return
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {e}")
+            return
+
+ts = [threading.Thread(target=spend, args=(h,)) for h in hosts]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(lefts[0], sum(done), len(refused), errors)
+"""
+
+
+def test_concurrent_sessions_never_overspend_a_budget(deployed, tiny_run):
+    """Four TA instances (one per session) race for a budget of 12 clips, one clip a call."""
+    from omg_ta.license import Policy
+    from omgkit.board import Board, RemoteEnclave
+    from omgkit.board.workflow import default_vendor
+    from omgkit.kws.release import Release
+
+    v, release = default_vendor(), Release.from_run(tiny_run)
+    with Board(deployed) as b:
+        with RemoteEnclave(b) as r:
+            version = r.initialize()["model_version"]
+            r.provision(v.issue_license(
+                r.attest(v.new_nonce()), model_id=release.model_id, model_version=version,
+                policy=Policy(not_after=2**40, budget=12),
+            ))  # fmt: skip
+        b.sftp.putfo(io.BytesIO(_RACE.encode()), b.sftp_path("race.py"))
+        try:
+            _, out, _ = b.run(f"{b.addr.python} race.py 4; rm -f race.py", timeout=600)
+        finally:
+            with RemoteEnclave(b) as r:  # the board's license as it was: no budget
+                r.prepare(v, model_id=release.model_id, model_version=version)
+    budget, classified, refused, errors = out.strip().rsplit("\n", 1)[-1].split(" ", 3)
+    assert errors == "[]" and budget == "12", out
+    assert int(classified) == 12 and int(refused) == 4, out

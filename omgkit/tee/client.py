@@ -17,7 +17,6 @@ import dataclasses
 import os
 import socket
 from collections.abc import Callable
-from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any
 
@@ -57,26 +56,46 @@ class SharedWindow:
 
 
 class SharedMemory:
-    """Registered shared memory (TEEC_AllocateSharedMemory), a real POSIX segment."""
+    """Registered shared memory (TEEC_AllocateSharedMemory): a memfd, sealed against
+    shrinking and growing before the TEE maps it, so the normal world cannot pull pages
+    from under the TEE (a shrunk mapping would kill the daemon with SIGBUS); the TEE
+    daemon refuses memory without that seal."""
 
     def __init__(self, size: int):
-        self._shm = shared_memory.SharedMemory(create=True, size=max(1, size))
+        import fcntl
+        import mmap
+
         self.size = size
+        self.fd = os.memfd_create("omg-tee-shm", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(self.fd, max(1, size))
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS,
+                        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)  # fmt: skip
+            self._map = mmap.mmap(self.fd, max(1, size))
+        except OSError:
+            os.close(self.fd)
+            raise
+        self._buf = memoryview(self._map)[:size]
+        self.id: int | None = None
+        """The TEE's handle once registered."""
 
     @property
     def buffer(self) -> memoryview:
-        return self._shm.buf
-
-    @property
-    def name(self) -> str:
-        return self._shm.name
+        return self._buf
 
     def window(self, offset: int = 0, size: int | None = None) -> SharedWindow:
         return SharedWindow(self, offset, self.size - offset if size is None else size)
 
     def release(self) -> None:
-        self._shm.close()
-        self._shm.unlink()
+        if self.fd < 0:
+            return
+        try:
+            self._buf.release()
+            self._map.close()
+        except BufferError:
+            pass  # an exported view is still alive: the mapping goes with it
+        os.close(self.fd)
+        self.fd = -1
 
 
 class Session:
@@ -96,7 +115,11 @@ class Session:
             elif isinstance(p, (bytes, bytearray, memoryview)):
                 wire_params.append(["m", bytes(p)])
             elif isinstance(p, SharedWindow):
-                wire_params.append(["s", p.memory.name, p.offset, p.size])
+                if p.memory.id is None:
+                    raise ConfigError(
+                        "shared memory of another context (allocate it with this one)"
+                    )
+                wire_params.append(["s", p.memory.id, p.offset, p.size])
             elif isinstance(p, Output):
                 wire_params.append(["o", p.size])
             else:
@@ -150,10 +173,13 @@ class TeeContext:
             self._sock = s
         return self
 
-    def _call(self, req: dict) -> dict:
+    def _call(self, req: dict, fds: list[int] | None = None) -> dict:
         self.open()
         try:
-            wire.send(self._sock, req)
+            if fds:
+                wire.send_with_fds(self._sock, req, fds)
+            else:
+                wire.send(self._sock, req)
             reply, raw = wire.recv(self._sock)
         except OSError as e:
             self.close()
@@ -168,6 +194,11 @@ class TeeContext:
 
     def allocate_shared_memory(self, size: int) -> SharedMemory:
         m = SharedMemory(size)
+        try:
+            m.id = self._call({"op": "register_shm"}, [m.fd])["shm"]
+        except BaseException:
+            m.release()
+            raise
         self._shm.append(m)
         return m
 
@@ -186,8 +217,9 @@ class TeeContext:
         self.close()
 
 
-def hardware(device_dir: str | os.PathLike, op: str, **fields) -> None:
-    """Talk to the daemon's hardware socket (microphone, clock): test harness and tools only."""
+def hardware(device_dir: str | os.PathLike, op: str, **fields) -> dict:
+    """Talk to the daemon's hardware socket (microphone, clock, the TA processes' status):
+    test harness and tools only. Returns the reply."""
     with socket.socket(socket.AF_UNIX) as s:
         try:
             s.connect(str(Path(device_dir) / HW_SOCKET))
@@ -196,6 +228,7 @@ def hardware(device_dir: str | os.PathLike, op: str, **fields) -> None:
         wire.send(s, {"op": op, **fields})
         reply, _ = wire.recv(s)
     raise_for(reply)
+    return reply
 
 
 def mic_feed(device_dir: str | os.PathLike, clips) -> None:

@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+from omg_ta import commands as C
 from omg_ta.errors import BadParametersError, BadStateError, ShortBufferError
 
 from ..errors import ConfigError
@@ -29,106 +30,180 @@ from ..util import fixed_heap
 from . import wire
 from .device import Device
 from .wire import HW_SOCKET, TEE_SOCKET, error_reply
-from .world import SecureWorld
+from .world import SecureWorld, ShmWindow
 
 PID_FILE = "tee.pid"
 
 
+def _field(req: dict, name: str, kind: type | tuple[type, ...]):
+    """A request's field, of the type the op needs (BadParametersError otherwise)."""
+    v = req.get(name)
+    if not isinstance(v, kind) or isinstance(v, bool) and kind is int:
+        raise BadParametersError(f"{req.get('op')}: field {name!r} is missing or of the wrong type")
+    return v
+
+
 class _FrameHandler(socketserver.BaseRequestHandler):
-    """One connection: read a frame, answer it, until the peer closes."""
+    """One connection: read a frame, answer it, until the peer closes.
+
+    Every frame gets one reply: a malformed one (not CBOR, not a map, over
+    the channel's item bound, wrong fields) an error reply, and the
+    connection goes on; only a frame over the size bound, which cannot be
+    skipped unread, ends the connection (after its error reply).
+    """
 
     world: SecureWorld
+    max_frame = wire.TEE_MAX_FRAME
+    max_items = wire.TEE_MAX_ITEMS
 
-    def reply_to(self, req: dict) -> dict:
+    def reply_to(self, req: dict, fds: list[int]) -> dict:
         raise NotImplementedError
 
     def closed(self) -> None:
         """Called once the connection ends."""
 
     def handle(self) -> None:
+        rx = wire.FdReceiver(self.request)
         try:
             while True:
                 try:
-                    req, _ = wire.recv(self.request)
+                    req, _ = rx.recv(self.max_frame, self.max_items)
+                except wire.FrameTooLargeError as e:
+                    wire.send(self.request, error_reply(BadParametersError(str(e))))
+                    return
                 except (wire.WireError, ConnectionError):
                     return
+                except BadParametersError as e:  # malformed, read whole: the stream is in step
+                    rx.close_all()
+                    wire.send(self.request, error_reply(e))
+                    continue
+                fds = rx.take()
                 try:
-                    reply = self.reply_to(req)
+                    reply = self.reply_to(req, fds)
                 except Exception as e:  # every failure becomes a reply with a result code
                     reply = error_reply(e)
+                finally:
+                    for fd in fds:  # what reply_to kept it has dup'ed or mapped
+                        os.close(fd)
                 wire.send(self.request, reply)
+        except (ConnectionError, OSError):
+            return
         finally:
+            rx.close_all()
             self.closed()
+
+
+class _Registered:
+    """Shared memory the normal world registered: a memfd sealed against shrinking.
+
+    The core checks it and hands it on to a TA's process, which maps it
+    read-only (OP-TEE maps a TA's memref inputs; the TA copies what it
+    checks); the core itself never maps normal-world memory."""
+
+    MAX_SIZE = 256 << 20
+
+    def __init__(self, fd: int):
+        import fcntl
+
+        try:
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        except OSError:
+            raise BadParametersError(
+                "shared memory must be a memfd sealed against shrinking"
+            ) from None
+        if not seals & fcntl.F_SEAL_SHRINK:
+            # the normal world could shrink it under the TA's mapping: SIGBUS in the TEE
+            raise BadParametersError("shared memory must be a memfd sealed against shrinking")
+        self.size = os.fstat(fd).st_size
+        if not 0 < self.size <= self.MAX_SIZE:
+            raise BadParametersError(f"shared memory of {self.size} bytes (1 to {self.MAX_SIZE})")
+        self.fd = os.dup(fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class _Handler(_FrameHandler):
     """The TEE Client API: sessions and shared memory live as long as the connection."""
 
+    MAX_SHM = 64
+    """Registered shared memory per connection."""
+
     def setup(self) -> None:
         self.sessions: set[int] = set()
-        self.shm: dict[str, object] = {}
+        self.shm: dict[int, _Registered] = {}
+        self._next_shm = 1
 
-    def reply_to(self, req: dict) -> dict:
-        return self.dispatch(req, self.sessions, self.shm)
+    def reply_to(self, req: dict, fds: list[int]) -> dict:
+        return self.dispatch(req, fds)
 
     def closed(self) -> None:
         for sid in list(self.sessions):
             self.world.close_session(sid)
         for s in self.shm.values():
-            try:
-                s.close()
-            except BufferError:
-                pass  # a view is still alive; the mapping goes with the process
+            s.close()
 
-    def _param_in(self, p, shm: dict):
+    def _param_in(self, p):
         if p is None:
             return None
-        if p[0] == "o":  # an output memref: the TA sees its size, as under GP
-            return int(p[1])
-        if p[0] == "v":
-            return (int(p[1]), int(p[2]))
-        if p[0] == "m":
-            return bytes(p[1])
-        if p[0] == "s":
-            from multiprocessing import shared_memory
-
-            name, off, size = p[1], int(p[2]), int(p[3])
-            if name not in shm:
-                from multiprocessing import resource_tracker
-
-                shm[name] = shared_memory.SharedMemory(name=name)
-                # attaching must not make this process the owner (Python < 3.13 would unlink it at exit)
-                resource_tracker.unregister(shm[name]._name, "shared_memory")
-            buf = shm[name].buf
-            if off < 0 or size < 0 or off + size > len(buf):
+        if not isinstance(p, list) or not p or not isinstance(p[0], str):
+            raise BadParametersError("bad parameter slot")
+        kind, args = p[0], p[1:]
+        ints = all(isinstance(a, int) and not isinstance(a, bool) for a in args)
+        if kind == "o" and len(args) == 1 and ints and 0 <= args[0] <= C.MAX_OUTPUT:
+            return int(args[0])  # an output memref: the TA sees its size, as under GP
+        if kind == "v" and len(args) == 2 and ints and all(0 <= a < 1 << 32 for a in args):
+            return (int(args[0]), int(args[1]))
+        if kind == "m" and len(args) == 1 and isinstance(args[0], bytes):
+            return args[0]
+        if kind == "s" and len(args) == 3 and ints:
+            reg = self.shm.get(args[0])
+            if reg is None:
+                raise BadParametersError("a window of shared memory that is not registered")
+            off, size = args[1], args[2]
+            if off < 0 or size < 0 or off + size > reg.size:
                 raise BadParametersError("shared memory window out of range")
             # a memref into shared memory, not a copy (as OP-TEE maps it into
             # the TA); the TA copies what it checks (omg_ta.commands)
-            return buf[off : off + size].toreadonly()
+            return ShmWindow(reg, off, size)
         raise BadParametersError("bad parameter slot")
 
-    def dispatch(self, req: dict, sessions: set[int], shm: dict) -> dict:
-        op = req.get("op")
+    def dispatch(self, req: dict, fds: list[int]) -> dict:
+        op = _field(req, "op", str)
         w = self.world
+        if op == "register_shm":  # TEEC_RegisterSharedMemory: one sealed memfd
+            if len(fds) != 1:
+                raise BadParametersError("register_shm carries one file descriptor")
+            if len(self.shm) >= self.MAX_SHM:
+                raise BadParametersError(f"at most {self.MAX_SHM} shared memories per context")
+            reg = _Registered(fds[0])
+            sid, self._next_shm = self._next_shm, self._next_shm + 1
+            self.shm[sid] = reg
+            return {"ok": True, "shm": sid}
+        if op == "release_shm":
+            reg = self.shm.pop(_field(req, "shm", int), None)
+            if reg is not None:
+                reg.close()
+            return {"ok": True}
         if op == "open_session":
-            sid, m = w.open_session(uuid.UUID(bytes=req["uuid"]))
-            sessions.add(sid)
+            u = _field(req, "uuid", bytes)
+            if len(u) != 16:
+                raise BadParametersError("open_session: a UUID is 16 bytes")
+            sid, m = w.open_session(uuid.UUID(bytes=u))
+            self.sessions.add(sid)
             return {"ok": True, "session": sid}
         if op == "invoke":
-            sid = req["session"]
-            if sid not in sessions:
+            sid = _field(req, "session", int)
+            cmd, types = _field(req, "cmd", int), _field(req, "types", int)
+            params = _field(req, "params", list)
+            if len(params) != 4:
+                raise BadParametersError("invoke: four parameter slots")
+            if sid not in self.sessions:
                 raise BadStateError("session not opened on this connection")
-            params = req["params"]
-            args = [self._param_in(p, shm) for p in params]
-            try:
-                out = w.invoke(sid, int(req["cmd"]), int(req["types"]), args)
-            finally:
-                for a in args:  # the TA's views into shared memory end with the call
-                    if isinstance(a, memoryview):
-                        try:
-                            a.release()
-                        except BufferError:
-                            pass  # still referenced by the TA; freed with it
+            args = [self._param_in(p) for p in params]
+            out = w.invoke(sid, cmd, types, args)
             res = []
             for p, o in zip(params, out, strict=True):
                 if p is not None and p[0] == "o":
@@ -143,9 +218,9 @@ class _Handler(_FrameHandler):
                     res.append(None)
             return {"ok": True, "params": res}
         if op == "close_session":
-            sid = req["session"]
-            if sid in sessions:
-                sessions.discard(sid)
+            sid = _field(req, "session", int)
+            if sid in self.sessions:
+                self.sessions.discard(sid)
                 w.close_session(sid)
             return {"ok": True}
         raise BadParametersError(f"unknown op {op!r}")
@@ -154,12 +229,20 @@ class _Handler(_FrameHandler):
 class _HwHandler(_FrameHandler):
     """The hardware stand-ins: the secure microphone and the secure clock."""
 
-    def reply_to(self, req: dict) -> dict:
-        if req["op"] == "mic_feed":
-            self.world.mic_feed(list(req["clips"]))
-        elif req["op"] == "clock_offset":
-            self.world.device.set_clock_offset(int(req["seconds"]))
-        elif req["op"] != "ping":
+    max_items = wire.HW_MAX_ITEMS
+
+    def reply_to(self, req: dict, fds: list[int]) -> dict:
+        op = _field(req, "op", str)
+        if op == "mic_feed":
+            clips = _field(req, "clips", list)
+            if not all(isinstance(c, bytes) for c in clips):
+                raise BadParametersError("mic_feed: clips are bytes")
+            self.world.mic_feed(clips)
+        elif op == "clock_offset":
+            self.world.device.set_clock_offset(_field(req, "seconds", int))
+        elif op == "ta_status":  # each session's TA process: the harness and the bench
+            return {"ok": True, "tas": self.world.ta_status()}
+        elif op != "ping":
             raise BadParametersError("unknown hardware op")
         return {"ok": True}
 
@@ -172,13 +255,11 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 def serve(device_dir: str | os.PathLike, preload: list[str] | None = None) -> None:
     fixed_heap()
     device = Device(device_dir)
-    world = SecureWorld(device)
     # The inference runtimes are part of the TEE image, as a TA's statically
-    # linked TFLM would be: load them now, not inside the first initialize.
-    # ``preload`` names the image's runtimes (default: every one installed).
-    from omg_ta.runtime import available_runtimes
-
-    available_runtimes(preload)
+    # linked TFLM would be: each TA process loads them before its TA, and one
+    # waits warm for the next session. ``preload`` names the image's
+    # runtimes (default: every one installed).
+    world = SecureWorld(device, preload)
     servers = []
     for name, handler in ((TEE_SOCKET, _Handler), (HW_SOCKET, _HwHandler)):
         path = device.path / name
@@ -199,6 +280,7 @@ def serve(device_dir: str | os.PathLike, preload: list[str] | None = None) -> No
     try:
         servers[0].serve_forever()
     finally:
+        world.shutdown()
         for s in servers:
             s.server_close()
         for name in (TEE_SOCKET, HW_SOCKET, PID_FILE):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -34,6 +35,8 @@ class Device:
                 f"{self.path} is not an emulated device; create it with Device.create"
             )
         self.device_id = bytes.fromhex((self.secure / "device_id").read_text().strip())
+        self._lock = threading.RLock()
+        """Read-modify-write of counters and storage is one step for every session."""
 
     @classmethod
     def create(cls, path: str | os.PathLike, manufacturer: Manufacturer,
@@ -84,19 +87,41 @@ class Device:
         return self._read_json("counters.json")
 
     def set_counter(self, name: str, value: int) -> None:
-        c = self.counters()
-        if value < c.get(name, 0):
-            raise ConfigError("monotonic counters never go down")
-        c[name] = int(value)
-        atomic_write_text(self.secure / "counters.json", json.dumps(c, sort_keys=True) + "\n")
+        with self._lock:
+            c = self.counters()
+            if value < c.get(name, 0):
+                raise ConfigError("monotonic counters never go down")
+            c[name] = int(value)
+            atomic_write_text(self.secure / "counters.json", json.dumps(c, sort_keys=True) + "\n")
+
+    def advance_counter(self, name: str, value: int) -> bool:
+        """Raise a counter to ``value``, in one step for all sessions; False (and no
+        change) if it is already past ``value``."""
+        with self._lock:
+            cur = self.counters().get(name, 0)
+            if value < cur:
+                return False
+            if value > cur:
+                self.set_counter(name, value)
+            return True
 
     def storage(self) -> dict[str, str]:
         return self._read_json("storage.json")
 
     def storage_put(self, key: str, value: bytes) -> None:
-        st = self.storage()
-        st[key] = value.hex()
-        atomic_write_text(self.secure / "storage.json", json.dumps(st, sort_keys=True) + "\n")
+        with self._lock:
+            st = self.storage()
+            st[key] = value.hex()
+            atomic_write_text(self.secure / "storage.json", json.dumps(st, sort_keys=True) + "\n")
+
+    def storage_compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        """Write ``value`` only if ``key`` still holds ``expected``; one step for all sessions."""
+        with self._lock:
+            cur = self.storage().get(key)
+            if (None if cur is None else bytes.fromhex(cur)) != expected:
+                return False
+            self.storage_put(key, value)
+            return True
 
     def clock_offset(self) -> int:
         return int((self.secure / "clock_offset").read_text().strip())

@@ -1,10 +1,17 @@
 """The emulated secure world: loads, measures and runs TAs; the TEE's services.
 
-This code runs only in the TEE daemon's process (``omgkit.tee.daemon``).
-A TA is loaded from ``<device>/ta/<uuid>/``: its files are read once, the
-signature is checked against the TA signing keys the device trusts, the
-measurement is computed, and the TA's modules are executed from those
-verified bytes (a private importer), never re-read from disk.
+This code is the TEE *core*: it runs only in the TEE daemon's process
+(``omgkit.tee.daemon``), which alone holds the device's secrets (hardware
+unique key, device key), counters, storage, clock and microphone. A TA is
+loaded from ``<device>/ta/<uuid>/``: its files are read once, the signature
+is checked against the TA signing keys the device trusts and the
+measurement is computed here; then each session's TA runs in a process of
+its own (``omgkit.tee.ta_host``), confined by the kernel before any of the
+TA's code runs (``omgkit.tee.sandbox``), and executes its modules from
+those verified bytes (a private importer), never re-read from disk. The TA
+reaches the core only through the internal API over its channel
+(:class:`_Services`): as a TA at S-EL0 reaches OP-TEE's core only through
+system calls.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import importlib
 import importlib.abc
 import importlib.util
 import os
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +39,7 @@ from omg_ta.errors import (
     BadParametersError,
     BadStateError,
     TANotFoundError,
+    TeeError,
     UnsealError,
 )
 
@@ -71,19 +81,37 @@ class _BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(code, module.__dict__)
 
 
-class _Services:
-    """The TEE internal API one TA session sees (``omg_ta.entry.TeeApi``)."""
-
-    def __init__(
-        self, world: SecureWorld, files: dict[str, bytes], measurement: bytes, ta_uuid: bytes
+def install_ta_package(files: dict[str, bytes], measurement: bytes) -> str:
+    """Make a verified bundle importable from memory; returns its package name."""
+    pkg = f"_omg_ta_{measurement.hex()[:16]}"
+    if pkg not in sys.modules and not any(
+        isinstance(f, _BundleImporter) and f.package == pkg for f in sys.meta_path
     ):
-        self._world, self._files = world, files
+        sys.meta_path.insert(0, _BundleImporter(pkg, files, measurement.hex()[:16]))
+    return pkg
+
+
+class _Services:
+    """The TEE internal API one TA session sees (``omg_ta.entry.TeeApi``), core side.
+
+    The TA's process calls these by name over its channel (``SERVICES``);
+    the core answers from what only it holds."""
+
+    SERVICES = frozenset({"attest", "seal", "unseal", "counter", "counter_advance", "now",
+                          "storage_get", "storage_put", "storage_compare_and_set", "mic_read"})  # fmt: skip
+
+    def __init__(self, world: SecureWorld, measurement: bytes, ta_uuid: bytes):
+        self._world = world
         self.measurement, self.device_id, self._uuid = measurement, world.device.device_id, ta_uuid
 
-    def bundle_file(self, name: str) -> bytes:
-        if name not in self._files:
-            raise TANotFoundError(f"the TA bundle has no {name}: rebuild it with build_bundle")
-        return self._files[name]
+    def call(self, name: str, args: list) -> Any:
+        """One call from the TA: only the internal API, with checked argument types."""
+        if name not in self.SERVICES or not isinstance(args, list):
+            raise BadParametersError(f"no TEE service {name!r}")
+        try:
+            return getattr(self, name)(*args)
+        except TypeError:
+            raise BadParametersError(f"{name}: wrong arguments") from None
 
     def attest(self, nonce: bytes, ta_keys: dict) -> bytes:
         d = self._world.device
@@ -113,9 +141,8 @@ class _Services:
     def counter(self, name: str) -> int:
         return self._world.device.counters().get(name, 0)
 
-    def counter_advance(self, name: str, value: int) -> None:
-        if value > self.counter(name):
-            self._world.device.set_counter(name, value)
+    def counter_advance(self, name: str, value: int) -> bool:
+        return self._world.device.advance_counter(name, value)
 
     def now(self) -> int:
         return int(time.time()) + self._world.device.clock_offset()
@@ -127,22 +154,157 @@ class _Services:
     def storage_put(self, key: str, value: bytes) -> None:
         self._world.device.storage_put(f"{self.measurement.hex()}:{key}", value)
 
+    def storage_compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        return self._world.device.storage_compare_and_set(
+            f"{self.measurement.hex()}:{key}", expected, value
+        )
+
     def mic_read(self, max_clips: int, timeout: float) -> list[bytes]:
-        return self._world.mic_read(max_clips, timeout)
+        if not isinstance(max_clips, int) or not 1 <= max_clips <= C.MAX_BATCH:
+            raise BadParametersError("mic_read: 1 to MAX_BATCH clips")
+        return self._world.mic_read(max_clips, min(float(timeout), 30.0))
+
+
+class ShmWindow:
+    """A window of registered shared memory, as the core hands it on to a TA's process."""
+
+    def __init__(self, memory: Any, offset: int, size: int):
+        self.memory, self.offset, self.size = memory, offset, size
+
+
+class _TaProcess:
+    """One TA instance: a process of its own and the core's end of its channel."""
+
+    START_TIMEOUT = 120.0
+
+    def __init__(self, preload: list[str] | None):
+        from . import wire
+
+        self._wire = wire
+        core_end, ta_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        cmd = [sys.executable, "-m", "omgkit.tee.ta_host", str(ta_end.fileno()),
+               ",".join(preload or [])]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, pass_fds=[ta_end.fileno()], stdin=subprocess.DEVNULL,
+                                     env=env, close_fds=True)  # fmt: skip
+        ta_end.close()
+        self.sock = core_end
+        self.rx = wire.FdReceiver(core_end)
+        self.shm: dict[int, int] = {}  # id(core's registered memory) -> the TA process's id
+        self.lock = threading.Lock()
+        self.confined: dict = {}
+        self.measurement = b""
+        self.pid = self.proc.pid
+        self.services: _Services | None = None
+
+    def _exchange(
+        self, req: dict, services: _Services | None, fds: list[int] | None = None
+    ) -> dict:
+        """Send a request; answer the TA's service calls until its reply comes."""
+        w = self._wire
+        if fds:
+            w.send_with_fds(self.sock, req, fds)
+        else:
+            w.send(self.sock, req)
+        while True:
+            try:
+                msg, _ = self.rx.recv(w.TEE_MAX_FRAME + (1 << 20), w.HW_MAX_ITEMS + 64)
+            except (w.WireError, ConnectionError, OSError):
+                self.kill()
+                raise TeeError(
+                    C.RESULT_GENERIC, "the TA's process ended (it crashed or was killed)"
+                ) from None
+            self.rx.close_all()  # a TA sends the core no descriptors
+            if "svc" not in msg:
+                w.raise_for(msg)
+                return msg
+            try:
+                if services is None:
+                    raise BadStateError("no TEE service before the TA is loaded")
+                value = services.call(msg.get("svc"), msg.get("args"))
+                w.send(self.sock, {"ok": True, "value": value})
+            except Exception as e:  # a failed service call is the TA's to handle
+                w.send(self.sock, w.error_reply(e))
+
+    def load(self, files: dict[str, bytes], services: _Services) -> None:
+        self.services = services
+        self.measurement = services.measurement
+        r = self._exchange({"op": "load", "files": files, "measurement": services.measurement,
+                            "device_id": services.device_id}, services)  # fmt: skip
+        self.confined = dict(r.get("confined") or {})
+        self.pid = int(r.get("pid", self.proc.pid))
+
+    def invoke(self, cmd: int, types: int, params: list) -> list:
+        wire_params = []
+        with self.lock:
+            for p in params:
+                if isinstance(p, ShmWindow):
+                    key = id(p.memory)
+                    if key not in self.shm:
+                        r = self._exchange({"op": "register_shm"}, self.services, [p.memory.fd])
+                        self.shm[key] = r["shm"]
+                    wire_params.append(["s", self.shm[key], p.offset, p.size])
+                elif isinstance(p, tuple):
+                    wire_params.append(["v", p[0], p[1]])
+                else:
+                    wire_params.append(p)
+            r = self._exchange({"op": "invoke", "cmd": cmd, "types": types,
+                                "params": wire_params}, self.services)  # fmt: skip
+        out = r.get("out")
+        if not isinstance(out, list) or len(out) != 4:
+            raise BadParametersError("the TA's reply has not four slots")
+        return [tuple(o) if isinstance(o, list) else o for o in out]
+
+    def close(self) -> None:
+        try:
+            self._wire.send(self.sock, {"op": "close"})
+        except OSError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.sock.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class SecureWorld:
-    def __init__(self, device: Device):
+    def __init__(self, device: Device, preload: list[str] | None = None):
         self.device = device
-        self.sessions: dict[int, Any] = {}
-        self.measurements: dict[int, bytes] = {}
+        self.preload = preload
+        self.sessions: dict[int, _TaProcess] = {}
         self._next = 1
         self._mic: collections.deque[bytes] = collections.deque()
         self._mic_cv = threading.Condition()
         self._lock = threading.Lock()
+        self._spare: _TaProcess | None = None
+        self._spare_ready = threading.Lock()
+        self._refill()
+
+    def _refill(self) -> None:
+        """Start the next TA process now, so that opening a session finds it warm."""
+
+        def start():
+            with self._spare_ready:
+                if self._spare is None:
+                    self._spare = _TaProcess(self.preload)
+
+        threading.Thread(target=start, daemon=True).start()
+
+    def _take_process(self) -> _TaProcess:
+        with self._spare_ready:
+            p, self._spare = self._spare, None
+        if p is None or p.proc.poll() is not None:
+            p = _TaProcess(self.preload)
+        self._refill()
+        return p
 
     def open_session(self, ta_uuid: _uuid.UUID) -> tuple[int, bytes]:
-        """Load, verify, measure and start a TA; returns (session id, measurement)."""
+        """Load, verify, measure and start a TA in its own process; returns (session id, measurement)."""
         d = self.device.ta_store / str(ta_uuid)
         sig_file = d / C.BUNDLE_SIG_FILE
         if not sig_file.is_file():
@@ -151,16 +313,16 @@ class SecureWorld:
             )
         files = read_bundle(d)
         m = verify_bundle(files, sig_file.read_bytes(), self.device.ta_signers())
-        pkg = f"_omg_ta_{m.hex()[:16]}"
-        if pkg not in sys.modules:
-            sys.meta_path.insert(0, _BundleImporter(pkg, files, m.hex()[:16]))
-        entry = importlib.import_module(pkg + ".entry")
-        ta = entry.create(_Services(self, files, m, ta_uuid.bytes))
+        ta = self._take_process()
+        try:
+            ta.load(files, _Services(self, m, ta_uuid.bytes))
+        except BaseException:
+            ta.kill()
+            raise
         with self._lock:
             sid = self._next
             self._next += 1
             self.sessions[sid] = ta
-            self.measurements[sid] = m
         return sid, m
 
     def invoke(self, sid: int, cmd: int, types: int, params: list) -> list:
@@ -170,10 +332,29 @@ class SecureWorld:
         return ta.invoke(cmd, types, params)
 
     def close_session(self, sid: int) -> None:
-        ta = self.sessions.pop(sid, None)
-        self.measurements.pop(sid, None)
+        with self._lock:
+            ta = self.sessions.pop(sid, None)
         if ta is not None:
-            ta.invoke(C.CMD_CLOSE, C.SIGNATURES[C.CMD_CLOSE], [None] * 4)  # wipes model and keys
+            try:  # wipes model and keys, then the process ends
+                ta.invoke(C.CMD_CLOSE, C.SIGNATURES[C.CMD_CLOSE], [None] * 4)
+            except Exception:  # noqa: BLE001 - the process goes either way
+                pass
+            ta.close()
+
+    def ta_status(self) -> list[dict]:
+        """Each open session's TA process: pid and what confines it (harness and bench)."""
+        with self._lock:
+            tas = list(self.sessions.items())
+        return [{"session": s, "pid": t.pid, "confined": t.confined,
+                 "measurement": t.measurement} for s, t in tas]  # fmt: skip
+
+    def shutdown(self) -> None:
+        with self._lock:
+            tas, self.sessions = list(self.sessions.values()), {}
+        with self._spare_ready:
+            spare, self._spare = self._spare, None
+        for t in tas + ([spare] if spare else []):
+            t.kill()
 
     # -- "hardware" ----------------------------------------------------------
     def mic_feed(self, clips: list[bytes]) -> None:

@@ -56,10 +56,15 @@ class TeeApi(Protocol):
     def seal(self, data: bytes) -> bytes: ...
     def unseal(self, blob: bytes) -> bytes: ...
     def counter(self, name: str) -> int: ...
-    def counter_advance(self, name: str, value: int) -> None: ...
+    def counter_advance(self, name: str, value: int) -> bool:
+        """Raise a counter to ``value`` atomically; False if it is already past it."""
+
     def now(self) -> int: ...
     def storage_get(self, key: str) -> bytes | None: ...
     def storage_put(self, key: str, value: bytes) -> None: ...
+    def storage_compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        """Write ``value`` only if ``key`` still holds ``expected``, atomically across sessions."""
+
     def mic_read(self, max_clips: int, timeout: float) -> list[bytes]: ...
 
 
@@ -168,10 +173,11 @@ class KeywordTA:
             raise ModelFormatError(f"the package's frontend settings are not usable: {e}") from None
         runtime = load_checked(header.runtime, model, settings, header.labels)
         del model  # the runtime keeps its own reference; nothing else holds the plaintext
-        self.tee.counter_advance(counter, header.model_version)
+        if not self.tee.counter_advance(counter, header.model_version):
+            raise RollbackError()  # another session advanced it since the check above
         budget_key = f"budget:{license.license_id.hex()}"
-        if license.policy.budget is not None and self.tee.storage_get(budget_key) is None:
-            self.tee.storage_put(budget_key, str(license.policy.budget).encode())
+        if license.policy.budget is not None:  # started once (a concurrent start keeps the first)
+            self.tee.storage_compare_and_set(budget_key, None, str(license.policy.budget).encode())
         self._model = {"runtime": runtime, "frontend": Frontend(settings), "license": license,
                        "labels": header.labels, "budget_key": budget_key}  # fmt: skip
         info = {"model_id": header.model_id, "model_version": header.model_version, "labels": header.labels,
@@ -226,11 +232,21 @@ class KeywordTA:
         scores = np.concatenate([runtime.predict(frontend(audio[i : i + CHUNK])[..., None])
                                  for i in range(0, len(audio), CHUNK)])  # fmt: skip
         if left is not None:  # spent once the clips are classified; no results unless spent
-            self.tee.storage_put(self._model["budget_key"], str(left - len(audio)).encode())
+            self._spend(left, len(audio))
         out: dict[str, Any] = {"labels": [int(i) for i in np.argmax(scores, axis=1)]}
         if self._model["license"].policy.scores:
             out["scores"] = [[float(v) for v in row] for row in scores]
         return [None, None, cbor2.dumps(out), None]
+
+    def _spend(self, left: int, n: int) -> None:
+        """Take ``n`` clips off the budget, atomically: other sessions may have spent since
+        ``left`` was read, so the write holds only if the budget is still ``left``."""
+        key = self._model["budget_key"]
+        while not self.tee.storage_compare_and_set(key, str(left).encode(),
+                                                   str(left - n).encode()):  # fmt: skip
+            left = self._budget_left()
+            if left < n:
+                raise BudgetExhaustedError()
 
     def _last_error_cmd(self, p: list) -> list:
         return [self._last_error.encode()[:255], None, None, None]

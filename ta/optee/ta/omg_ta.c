@@ -342,13 +342,58 @@ static TEE_Result hpke_open(const uint8_t *wrapped, size_t wrapped_len, const vo
 
 /* -- persistent state: counters and budgets (secure storage, TA-private) ------------- */
 
+/*
+ * Sessions run concurrently (one TA instance each), so every read-modify-write
+ * of a value holds the object open for exclusive access (no
+ * TEE_DATA_FLAG_SHARE_*): another session's open fails with
+ * TEE_ERROR_ACCESS_CONFLICT (OP-TEE's tee_pobj_check_access) and waits its
+ * turn, a millisecond at a time, for at most STORE_WAIT_MS.
+ */
+#define STORE_WAIT_MS 10000
+
+static TEE_Result store_open(const char *name, TEE_ObjectHandle *o)
+{
+	uint32_t flags = TEE_DATA_FLAG_ACCESS_READ | TEE_DATA_FLAG_ACCESS_WRITE;
+	TEE_Result res = TEE_ERROR_ACCESS_CONFLICT;
+
+	for (uint32_t waited = 0; res == TEE_ERROR_ACCESS_CONFLICT; waited++) {
+		res = TEE_OpenPersistentObject(TEE_STORAGE_PRIVATE, name, strlen(name), flags, o);
+		if (res != TEE_ERROR_ACCESS_CONFLICT)
+			break;
+		if (waited == STORE_WAIT_MS)
+			return fail(TEE_ERROR_BUSY, "secure storage stayed busy for %d ms",
+				    STORE_WAIT_MS);
+		TEE_Wait(1);
+	}
+	return res;
+}
+
+static TEE_Result store_read(TEE_ObjectHandle o, uint64_t *value)
+{
+	uint8_t b[8] = { };
+	size_t n = 0;
+	TEE_Result res = TEE_ReadObjectData(o, b, sizeof(b), &n);
+
+	if (res)
+		return res;
+	if (n != sizeof(b))
+		return TEE_ERROR_CORRUPT_OBJECT;
+	*value = 0;
+	for (size_t i = 0; i < 8; i++)
+		*value = *value << 8 | b[i];
+	return TEE_SUCCESS;
+}
+
+static void store_encode(uint64_t value, uint8_t b[8])
+{
+	for (size_t i = 0; i < 8; i++)
+		b[i] = (uint8_t)(value >> (56 - 8 * i));
+}
+
 static TEE_Result store_get(const char *name, uint64_t *value, bool *found)
 {
 	TEE_ObjectHandle o = TEE_HANDLE_NULL;
-	uint8_t b[8] = { };
-	size_t n = 0;
-	TEE_Result res = TEE_OpenPersistentObject(TEE_STORAGE_PRIVATE, name, strlen(name),
-						  TEE_DATA_FLAG_ACCESS_READ, &o);
+	TEE_Result res = store_open(name, &o);
 
 	*found = false;
 	*value = 0;
@@ -356,33 +401,64 @@ static TEE_Result store_get(const char *name, uint64_t *value, bool *found)
 		return TEE_SUCCESS;
 	if (res)
 		return res;
-	res = TEE_ReadObjectData(o, b, sizeof(b), &n);
+	res = store_read(o, value);
 	TEE_CloseObject(o);
-	if (res)
-		return res;
-	if (n != sizeof(b))
-		return TEE_ERROR_CORRUPT_OBJECT;
-	for (size_t i = 0; i < 8; i++)
-		*value = *value << 8 | b[i];
-	*found = true;
-	return TEE_SUCCESS;
+	*found = !res;
+	return res;
 }
 
-/* Written whole, atomically (GP: a created object replaces the old one). */
-static TEE_Result store_put(const char *name, uint64_t value)
+enum store_op {
+	STORE_ADVANCE, /* a version counter: raise to arg; refused if already past it */
+	STORE_START,   /* a budget: create with arg unless it exists */
+	STORE_SPEND,   /* a budget: take arg off; refused if less is left */
+};
+
+/* One atomic read-modify-write; *value is what the object holds afterwards. */
+static TEE_Result store_update(const char *name, enum store_op op, uint64_t arg,
+			       uint64_t *value)
 {
 	TEE_ObjectHandle o = TEE_HANDLE_NULL;
+	uint32_t flags = TEE_DATA_FLAG_ACCESS_READ | TEE_DATA_FLAG_ACCESS_WRITE;
 	uint8_t b[8] = { };
-	uint32_t flags = TEE_DATA_FLAG_ACCESS_READ | TEE_DATA_FLAG_ACCESS_WRITE |
-			 TEE_DATA_FLAG_ACCESS_WRITE_META | TEE_DATA_FLAG_OVERWRITE;
+	uint64_t cur = 0;
 	TEE_Result res = TEE_SUCCESS;
 
-	for (size_t i = 0; i < 8; i++)
-		b[i] = (uint8_t)(value >> (56 - 8 * i));
-	res = TEE_CreatePersistentObject(TEE_STORAGE_PRIVATE, name, strlen(name), flags,
-					 TEE_HANDLE_NULL, b, sizeof(b), &o);
+	for (;;) {
+		res = store_open(name, &o);
+		if (res != TEE_ERROR_ITEM_NOT_FOUND)
+			break;
+		if (op == STORE_SPEND)
+			return refuse(OMG_RESULT_BUDGET_EXHAUSTED);
+		/* created whole, with its value, or not at all (no TEE_DATA_FLAG_OVERWRITE:
+		 * if a concurrent session created it first, open that one instead) */
+		store_encode(arg, b);
+		res = TEE_CreatePersistentObject(TEE_STORAGE_PRIVATE, name, strlen(name), flags,
+						 TEE_HANDLE_NULL, b, sizeof(b), &o);
+		if (res == TEE_ERROR_ACCESS_CONFLICT)
+			continue;
+		if (!res) {
+			TEE_CloseObject(o);
+			*value = arg;
+		}
+		return res;
+	}
+	if (res)
+		return res;
+	res = store_read(o, &cur);
+	if (!res && op == STORE_ADVANCE && cur > arg)
+		res = refuse(OMG_RESULT_ROLLBACK);
+	else if (!res && op == STORE_SPEND && cur < arg)
+		res = refuse(OMG_RESULT_BUDGET_EXHAUSTED);
+	if (!res && (op == STORE_SPEND || (op == STORE_ADVANCE && cur < arg))) {
+		cur = op == STORE_SPEND ? cur - arg : arg;
+		store_encode(cur, b);
+		res = TEE_SeekObjectData(o, 0, TEE_DATA_SEEK_SET);
+		if (!res)
+			res = TEE_WriteObjectData(o, b, sizeof(b));
+	}
+	TEE_CloseObject(o);
 	if (!res)
-		TEE_CloseObject(o);
+		*value = cur;
 	return res;
 }
 
@@ -847,19 +923,17 @@ static TEE_Result cmd_initialize(uint32_t pt, TEE_Param p[TEE_NUM_PARAMS])
 		res = load_model(&h);
 	if (res)
 		goto out;
-	/* only now, with a model that runs, does anything persistent change */
-	res = store_put(counter, h.model_version);
+	/* only now, with a model that runs, does anything persistent change; the
+	 * check above is repeated in the one atomic step (another session may have
+	 * advanced the counter since) */
+	res = store_update(counter, STORE_ADVANCE, h.model_version, &seen);
 	if (res)
 		goto out;
 	memcpy(g.budget_name, "budget:", 7);
 	hex(lic.license_id, 16, g.budget_name + 7);
 	g.has_budget = lic.has_budget;
 	if (g.has_budget) {
-		res = store_get(g.budget_name, &left, &found);
-		if (!res && !found) {
-			left = lic.budget;
-			res = store_put(g.budget_name, left);
-		}
+		res = store_update(g.budget_name, STORE_START, lic.budget, &left);
 		if (res)
 			goto out;
 	}
@@ -981,8 +1055,10 @@ static TEE_Result cmd_classify(uint32_t pt, TEE_Param p[TEE_NUM_PARAMS])
 		p[2].memref.size = OMG_CLASSIFY_REPLY_MAX(n, g.num_labels, g.scores_allowed);
 		return fail(OMG_RESULT_SHORT_BUFFER, "the results do not fit the output buffer");
 	}
-	if (g.has_budget && n) { /* spent once the clips are classified; no results unless spent */
-		res = store_put(g.budget_name, left - n);
+	if (g.has_budget && n) {
+		/* spent once the clips are classified, atomically (other sessions may have
+		 * spent since the check above); no results unless spent */
+		res = store_update(g.budget_name, STORE_SPEND, n, &left);
 		if (res)
 			return res;
 	}
