@@ -301,6 +301,32 @@ def test_deployment_never_writes_through_a_planted_link(hboard, bundle, tmp_path
         session_runs(b, bundle)
 
 
+def test_the_emulated_boards_sftp_does_not_follow_a_link_out_of_the_board(hboard, tmp_path):
+    """The race the workbench's lstat cannot close (a link swapped in after the check): the
+    emulated board's SFTP refuses a path whose directory resolves outside its root."""
+    import io
+
+    from omgkit.board import Board
+
+    url, root = hboard
+    outside = tmp_path / "outside-sftp"
+    outside.mkdir()
+    (root / "swapped").symlink_to(outside)
+    try:
+        with Board(url) as b:
+            with pytest.raises(PermissionError):
+                b.sftp.putfo(io.BytesIO(b"x"), b.sftp_path("swapped/written"))
+            with pytest.raises(PermissionError):
+                b.sftp.mkdir(b.sftp_path("swapped/d"))
+            assert list(outside.iterdir()) == []
+            b.sftp.lstat(b.sftp_path("swapped"))  # the link itself is still seen (and removable)
+            b.sftp.putfo(io.BytesIO(b"y"), b.sftp_path("inside"))  # paths inside still work
+        assert (root / "inside").read_bytes() == b"y"
+    finally:
+        (root / "swapped").unlink(missing_ok=True)
+        (root / "inside").unlink(missing_ok=True)
+
+
 def test_the_agent_never_follows_a_planted_link(aroot, tmp_path, capsys):
     from omgkit.board import agent
 

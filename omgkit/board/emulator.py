@@ -147,6 +147,27 @@ def down(name: str, timeout: float = 15.0) -> bool:
     return True
 
 
+def _board_sftp(root: Path):
+    """An SFTP server factory: chrooted to the board's ``root/``, and refusing paths whose
+    directory resolves outside it. asyncssh's chroot maps names, not links, so a link
+    planted in the board directory would otherwise lead a write out of the board (issue
+    13). The final name may be a link (lstat, remove); the workbench creates files
+    exclusively, which never opens through one."""
+    import asyncssh
+
+    real_root = os.path.realpath(str(root)).encode()
+
+    class BoardSFTP(asyncssh.SFTPServer):
+        def map_path(self, path: bytes) -> bytes:
+            local = super().map_path(path)
+            parent = os.path.realpath(os.path.dirname(local))
+            if parent != real_root and not parent.startswith(real_root + b"/"):
+                raise asyncssh.SFTPPermissionDenied("the path leads out of the board's root")
+            return local
+
+    return lambda chan: BoardSFTP(chan, chroot=str(root).encode())
+
+
 async def _serve(d: Path) -> None:
     import asyncssh
 
@@ -203,7 +224,7 @@ async def _serve(d: Path) -> None:
     server = await asyncssh.listen(
         "127.0.0.1", m["port"], server_host_keys=[str(d / "ssh_host_key")],
         authorized_client_keys=str(d / "authorized_keys"), process_factory=handle, encoding=None,
-        sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()), allow_scp=False,
+        sftp_factory=_board_sftp(root), allow_scp=False,
         keepalive_interval=15,
     )  # fmt: skip
     stop = asyncio.Event()
