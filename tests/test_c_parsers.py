@@ -387,22 +387,23 @@ def test_cose_shape(lib):
         python=False,
     )
     assert_c_refuses(
-        lib, "sign1", fz.enc(cbor2.CBORTag(55799, cbor2.loads(VEC["license"]))), python=True
-    )
+        lib, "sign1", fz.enc(cbor2.CBORTag(55799, cbor2.loads(VEC["license"]))), python=False
+    )  # only COSE's tag passes either side
     assert_c_refuses(lib, "sign1", _sign1(payload=None), python=False)  # detached: not ours
     assert_c_refuses(lib, "sign1", _sign1(prot_raw=b""), python=False)
     trailing = _sign1(prot_raw=b"\xa1\x01\x27\x00")
-    assert_c_refuses(lib, "sign1", trailing, python=True)
+    assert_c_refuses(lib, "sign1", trailing, python=False)
 
 
 def test_trailing_bytes_are_refused(lib):
-    """cbor2.loads ignores what follows the first item; the C core does not."""
+    """cbor2.loads ignores what follows the first item; the C core does not, nor does Python's
+    bound check before cbor2 (``omg_ta.cbor_limits``)."""
     for name in ("license", "token"):
-        assert_c_refuses(lib, "sign1", VEC[name] + b"\x00", python=True)
-    assert_c_refuses(lib, "license", VEC["payload"] + b"\x01", python=True)
-    assert_c_refuses(lib, "cbor", b"\x01\x02", python=True)
+        assert_c_refuses(lib, "sign1", VEC[name] + b"\x00", python=False)
+    assert_c_refuses(lib, "license", VEC["payload"] + b"\x01", python=False)
+    assert_c_refuses(lib, "cbor", b"\x01\x02", python=False)
     raw = VEC["package"][12 : 12 + HLEN] + b"\x00"
-    assert_c_refuses(lib, "package", _pkg(raw), python=True)
+    assert_c_refuses(lib, "package", _pkg(raw), python=False)
 
 
 def test_other_strictness(lib):
@@ -412,7 +413,7 @@ def test_other_strictness(lib):
     assert_c_refuses(lib, "license", cbor2.dumps(dict(reversed(items))), python=True)
     # indefinite lengths, tags other than COSE's, broken UTF-8, two-byte simple values < 32
     assert_c_refuses(lib, "cbor", b"\x5f\x41a\xff", python=True)
-    assert_c_refuses(lib, "cbor", b"\xc2\x41\x01", python=True)
+    assert_c_refuses(lib, "cbor", b"\xc2\x41\x01", python=False)
     for bad in (
         b"\x62\xc0\x80",
         b"\x63\xed\xa0\x80",

@@ -95,8 +95,27 @@ def test_cbor_limits_refuse_floods_before_decoding():
     ok = cbor2.dumps({"op": "invoke", "params": [["m", b"x" * 100_000], None, ["v", 1, 2], None]})
     assert check_cbor(ok, max_items=64) == 14
     # indefinite lengths, tags and floats are walked too
-    assert check_cbor(cbor2.dumps(cbor2.CBORTag(24, [1.5, "ab", True])), max_items=10) == 5
+    tagged = cbor2.dumps(cbor2.CBORTag(24, [1.5, "ab", True]))
+    assert check_cbor(tagged, max_items=10, tags=frozenset({24})) == 5
     assert check_cbor(b"\x9f\x01\x02\xff", max_items=10) == 3
+    # cbor2's shared references (tags 28/29) in a set (tag 258): each level refers four times
+    # to the one before, and hashing the set walks 4**60 nodes. A kilobyte of it hung the
+    # parsers before (found by benchmarks/fuzz.py); now only tag 18 passes.
+    laughs = b"\xd9\x01\x02\x98\x3d" + b"\xd8\x1c\x82\x01\x68" + b"x" * 8
+    for i in range(60):
+        ref = b"\xd8\x1d" + (bytes([i]) if i < 24 else b"\x18" + bytes([i]))
+        laughs += b"\xd8\x1c\x84" + ref * 4
+    with pytest.raises(CborLimitError, match="tag 258"):
+        check_cbor(laughs, max_items=10_000)
+    with pytest.raises(CborLimitError, match="tag 3"):  # a bignum: its digits are code to run
+        check_cbor(b"\xc3\x59\x4e\x20" + b"\xff" * 20_000, max_items=10)
+    from omg_ta import cose
+    from omg_ta.errors import IntegrityError
+
+    t = time.perf_counter()
+    with pytest.raises(IntegrityError):
+        cose.loads(laughs)
+    assert time.perf_counter() - t < 1.0
 
 
 def test_a_flood_of_tiny_items_costs_the_daemon_nothing(guard_world):
@@ -140,6 +159,7 @@ def test_a_flood_of_tiny_items_costs_the_daemon_nothing(guard_world):
         cbor2.dumps({"op": "invoke", "session": 1, "cmd": 1, "types": 0, "params": "abc"}),
         cbor2.dumps({"op": "open_session", "uuid": b"short"}),
         cbor2.dumps({"op": "register_shm"}),
+        cbor2.dumps({"op": "close_session", "session": cbor2.CBORTag(2, b"\x01" * 3000)}),
     ],
 )
 def test_every_malformed_request_gets_one_error_reply(guard_world, request_):
@@ -153,6 +173,27 @@ def test_every_malformed_request_gets_one_error_reply(guard_world, request_):
         assert wire.recv(s)[0] == {"ok": True}
     g.close()
     assert _daemon_alive(guard_world, "dev-malformed")
+
+
+def test_a_frame_with_too_many_descriptors_gets_one_reply(guard_world):
+    """More descriptors than a channel takes: one error reply, the connection ends, the daemon stays."""
+    import mmap
+
+    g = guard_world.host("dev-fds")
+    fds = []
+    for _ in range(wire.MAX_FDS + 2):
+        fd = os.memfd_create("omg-many", os.MFD_CLOEXEC)
+        os.ftruncate(fd, mmap.PAGESIZE)
+        fds.append(fd)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(g.device_dir / wire.TEE_SOCKET))
+        socket.send_fds(s, [wire.frame({"op": "register_shm"})], fds)
+        reply, _ = wire.recv(s)
+        assert reply["ok"] is False and "descriptors" in reply["message"]
+    for fd in fds:
+        os.close(fd)
+    g.close()
+    assert _daemon_alive(guard_world, "dev-fds")
 
 
 def test_shared_memory_the_normal_world_shrinks_is_refused_not_fatal(guard_world, clips):

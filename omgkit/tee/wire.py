@@ -48,6 +48,10 @@ class FrameTooLargeError(WireError):
     """A frame's length is over the channel's bound: refused unread, the stream ends."""
 
 
+class TooManyFdsError(FrameTooLargeError):
+    """A frame came with more descriptors than a channel takes: refused, the stream ends."""
+
+
 class MalformedFrameError(BadParametersError):
     """A whole frame was read but is not a CBOR map within the channel's bounds.
 
@@ -81,7 +85,9 @@ def read_frame(read_exact: Callable[[int], bytes], max_frame: int = MAX_FRAME,
 def decode_body(body: bytes, max_items: int = MAX_ITEMS) -> dict:
     """A frame's body as a map, within ``max_items`` (:class:`MalformedFrameError` otherwise)."""
     try:
-        check_cbor(body, max_items)
+        check_cbor(
+            body, max_items, tags=frozenset()
+        )  # a frame carries no tags (COSE rides as bytes)
     except BadParametersError as e:
         raise MalformedFrameError(str(e)) from None
     try:
@@ -144,7 +150,7 @@ class FdReceiver:
             self.fds += fds
             if len(self.fds) > MAX_FDS or flags & socket.MSG_CTRUNC:
                 self.close_all()
-                raise WireError("too many file descriptors with a frame")
+                raise TooManyFdsError(f"more than {MAX_FDS} file descriptors with a frame")
             if not msg:
                 raise WireError("connection closed")
             buf += msg

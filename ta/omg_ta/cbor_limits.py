@@ -18,6 +18,11 @@ from .errors import BadParametersError
 
 MAX_DEPTH = 16
 """Default nesting bound: no message of the contract nests deeper than 6."""
+TAGS = frozenset({18})
+"""Tags a message may carry: COSE_Sign1 (18) only. cbor2 gives other tags
+meaning — shared references (28, 29) build a graph whose walk doubles at
+each level (a few hundred bytes hung a parser: issue 13's fuzzing), and
+dates, regular expressions, sets and bignums run code of their own."""
 
 
 class CborLimitError(BadParametersError):
@@ -28,12 +33,12 @@ _INDEF = -1
 
 
 def check_cbor(data: bytes | bytearray | memoryview, max_items: int,
-               max_depth: int = MAX_DEPTH) -> int:  # fmt: skip
+               max_depth: int = MAX_DEPTH, tags: frozenset[int] = TAGS) -> int:  # fmt: skip
     """Check one CBOR item's structure and bounds; returns its number of items.
 
     Raises :class:`CborLimitError` (a ``BadParametersError``) with what was
-    exceeded. Does not check what the decoder checks anyway (UTF-8, tag
-    semantics): only what decides time and memory.
+    exceeded. Does not check what the decoder checks anyway (UTF-8): only
+    what decides time and memory, and which tags (``tags``) may appear.
     """
     mv = memoryview(data).cast("B")
     n, pos, items = len(mv), 0, 0
@@ -82,6 +87,8 @@ def check_cbor(data: bytes | bytearray | memoryview, max_items: int,
                 raise CborLimitError("CBOR container whose length points beyond the end")
             stack.append(count)
         elif major == 6:
+            if arg not in tags:
+                raise CborLimitError(f"CBOR tag {arg} (the tags allowed here: {sorted(tags)})")
             stack.append(1)  # the tagged item
         if len(stack) > max_depth + 1:
             raise CborLimitError(f"CBOR nested deeper than {max_depth}")

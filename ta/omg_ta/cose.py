@@ -16,12 +16,15 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .cbor_limits import check_cbor
 from .errors import IntegrityError
 
 ALG_EDDSA = -8
 H_ALG, H_KID, H_X5CHAIN = 1, 4, 33
 TAG_SIGN1 = 18
 MAX_MESSAGE = 1 << 20
+MAX_ITEMS = 1 << 16
+"""Items of one message (a license, a token, a package header): far above any real one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,7 @@ def loads(data: bytes, error: type[IntegrityError] = IntegrityError) -> Any:
     if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_MESSAGE:
         raise error()
     try:
+        check_cbor(data, MAX_ITEMS)  # bounds and tags before cbor2 builds anything
         return cbor2.loads(bytes(data))
     except Exception:  # cbor2 raises many types on hostile input
         raise error() from None
