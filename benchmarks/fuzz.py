@@ -33,7 +33,14 @@ and the peak RSS (``ru_maxrss`` of the worker, ``VmHWM`` of the service).
 Exit status 1 on any escape, crash, hang or bad reply (or a fault of this
 script, ``harness_errors``). Input I of a target comes from its own random
 stream (seed, target, I): ``--parsers T --only I`` makes and runs it again
-and prints it with what happened.
+and prints it with what happened. (What the TEE draws itself — the license
+a session is provisioned with, session ids — differs between runs; the
+report holds every finding's bytes, and the commit and changed files fuzzed.)
+
+Each worker, and every process it starts, runs under an address-space
+limit (``--mem-mb``, 4 GiB: a runaway allocation is a MemoryError, an
+escape, not a machine out of memory); services run with ``OMG_TEE_DEBUG=1``
+so that an internal error they log comes with its traceback.
 """
 
 from __future__ import annotations

@@ -345,3 +345,24 @@ def test_a_resigned_ta_cannot_reach_the_cores_secrets(guard_world, clips):
     mine = [t for t in tas if t["pid"] != os.getpid()]
     assert mine and all(t["confined"]["landlock"] >= 1 and t["confined"]["seccomp"] for t in mine)
     evil.close()
+
+
+def test_the_cores_services_check_what_a_ta_passes():
+    """A TA's service calls are the core's input too: a NaN timeout would have blocked the
+    core's thread for good (``Condition.wait_for(nan)`` never returns; found reading the
+    fuzz tool's report)."""
+    import types
+
+    from omgkit.tee.world import _Services
+
+    world = types.SimpleNamespace(device=types.SimpleNamespace(device_id=b"d" * 16),
+                                  mic_read=lambda n, t: [b"clip"] * 0)  # fmt: skip
+    svc = _Services(world, b"m" * 32, b"u" * 16)
+    for bad in (float("nan"), float("inf"), -1.0, 31.0, "5"):
+        with pytest.raises(BadParametersError, match="timeout"):
+            svc.call("mic_read", [1, bad])
+    assert svc.call("mic_read", [1, 0.5]) == []
+    with pytest.raises(BadParametersError, match="no TEE service"):
+        svc.call("huk", [])
+    with pytest.raises(BadParametersError, match="wrong arguments"):
+        svc.call("seal", [])

@@ -162,7 +162,9 @@ class _Services:
     def mic_read(self, max_clips: int, timeout: float) -> list[bytes]:
         if not isinstance(max_clips, int) or not 1 <= max_clips <= C.MAX_BATCH:
             raise BadParametersError("mic_read: 1 to MAX_BATCH clips")
-        return self._world.mic_read(max_clips, min(float(timeout), 30.0))
+        if not isinstance(timeout, (int, float)) or not 0.0 <= timeout <= 30.0:
+            raise BadParametersError("mic_read: a timeout of 0 to 30 s")  # NaN too: it fails both
+        return self._world.mic_read(max_clips, float(timeout))
 
 
 class ShmWindow:
