@@ -11,6 +11,7 @@ no way to the second; in emulation it is a socket only the test harness and
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import socket
@@ -93,6 +94,9 @@ class _FrameHandler(socketserver.BaseRequestHandler):
             self.closed()
 
 
+_SERIALS = itertools.count(1)
+
+
 class _Registered:
     """Shared memory the normal world registered: a memfd sealed against shrinking.
 
@@ -118,6 +122,8 @@ class _Registered:
         if not 0 < self.size <= self.MAX_SIZE:
             raise BadParametersError(f"shared memory of {self.size} bytes (1 to {self.MAX_SIZE})")
         self.fd = os.dup(fd)
+        self.serial = next(_SERIALS)
+        """Names this registration for the TA processes (an object's id() is reused)."""
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -177,8 +177,6 @@ class ShmWindow:
 class _TaProcess:
     """One TA instance: a process of its own and the core's end of its channel."""
 
-    START_TIMEOUT = 120.0
-
     def __init__(self, preload: list[str] | None):
         from . import wire
 
@@ -192,7 +190,7 @@ class _TaProcess:
         ta_end.close()
         self.sock = core_end
         self.rx = wire.FdReceiver(core_end)
-        self.shm: dict[int, int] = {}  # id(core's registered memory) -> the TA process's id
+        self.shm: dict[int, int] = {}  # the core's registration serial -> the TA process's id
         self.lock = threading.Lock()
         self.confined: dict = {}
         self.measurement = b""
@@ -241,7 +239,7 @@ class _TaProcess:
         with self.lock:
             for p in params:
                 if isinstance(p, ShmWindow):
-                    key = id(p.memory)
+                    key = p.memory.serial
                     if key not in self.shm:
                         r = self._exchange({"op": "register_shm"}, self.services, [p.memory.fd])
                         self.shm[key] = r["shm"]
