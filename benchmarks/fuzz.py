@@ -2429,21 +2429,7 @@ class Worker:
             return ""
 
     def _read(self, timeout: float):
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        buf, need, size = b"", 4, None
-        while len(buf) < need:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return "hang", None
-            chunk = os.read(fd, need - len(buf))
-            if not chunk:
-                return "crash", None
-            buf += chunk
-            if size is None and len(buf) == 4:
-                size = struct.unpack(">I", buf)[0]
-                need, buf = size, b""
-        return "ok", pickle.loads(buf)
+        return fc.read_worker_reply(self.proc.stdout.fileno(), timeout)
 
     def _stop(self, kill: bool) -> str:
         proc, self.proc = self.proc, None

@@ -1494,6 +1494,25 @@ def asan_env(lib_path: Path) -> dict[str, str]:
     return env
 
 
+def read_worker_reply(fd: int, timeout: float):
+    """One length-prefixed pickle from a worker's stdout: ("ok", obj), or ("hang", None) if
+    none comes within ``timeout`` seconds, or ("crash", None) if the worker's output ends."""
+    deadline = time.monotonic() + timeout
+    buf, need, size = b"", 4, None
+    while len(buf) < need:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return "hang", None
+        chunk = os.read(fd, need - len(buf))
+        if not chunk:
+            return "crash", None
+        buf += chunk
+        if size is None and len(buf) == 4:
+            size = struct.unpack(">I", buf)[0]
+            need, buf = size, b""
+    return "ok", pickle.loads(buf)
+
+
 class Worker:
     """The C side in a subprocess: a crash or a hang is one input's, and the worker restarts."""
 
@@ -1520,23 +1539,7 @@ class Worker:
         self.asan = msg["asan"]
 
     def _read(self, timeout: float):
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        buf = b""
-        need = 4
-        size = None
-        while len(buf) < need:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return "hang", None
-            chunk = os.read(fd, need - len(buf))
-            if not chunk:
-                return "crash", None
-            buf += chunk
-            if size is None and len(buf) == 4:
-                size = struct.unpack(">I", buf)[0]
-                need, buf = size, b""
-        return "ok", pickle.loads(buf)
+        return read_worker_reply(self.proc.stdout.fileno(), timeout)
 
     def _stop(self, kill: bool) -> str:
         proc, self.proc = self.proc, None
