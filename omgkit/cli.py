@@ -295,7 +295,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import board_rtt, board_tee, guard_bench, optee_board_bench
+    from .bench import board_rtt, board_tee, fmt_ratio, guard_bench, optee_board_bench
 
     if not (a.board or a.run):
         raise ConfigError(
@@ -310,27 +310,20 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         print(f"on {a.board} ({res['tee']}; QEMU's figures, not a HiKey's), {res['clips']} clips, "
               f"labels equal: {res['labels_equal']}")  # fmt: skip
         print(f"  single clip      guarded {s['guarded']['median_ms']:8.2f} ms  plain {s['plain']['median_ms']:8.2f} ms"
-              f"  ratio {s['ratio']:.3f}")  # fmt: skip
+              f"  ratio {fmt_ratio(s['ratio'], s['ratio_ci95'])}  CPU {fmt_ratio(s['cpu_ratio'], s['cpu_ratio_ci95'])}")  # fmt: skip
         print(f"  batch, per clip  guarded {bt['per_clip_guarded_ms']:8.2f} ms  plain "
-              f"{bt['per_clip_plain_ms']:8.2f} ms  ratio {bt['ratio']:.3f}")  # fmt: skip
+              f"{bt['per_clip_plain_ms']:8.2f} ms  ratio {fmt_ratio(bt['ratio'], bt['ratio_ci95'])}")  # fmt: skip
         print(f"  initialization   guarded {i['guarded']['median_ms']:8.1f} ms  plain {i['plain']['median_ms']:8.1f} ms"
               f"  (TA load {i['ta_load']['median_ms']:.1f} ms)")  # fmt: skip
         print(f"  TA heap peak {heap.get('max_allocated', 0) / 1024:.1f} KiB of {heap.get('size', 0) / 1024:.0f} KiB; "
               f"TA secure RAM {m['ta_ram_held_bytes'] / 1024:.0f} KiB; plain C core "
               f"{sum(m['plain_bytes'].values()) / 1024:.1f} KiB")  # fmt: skip
     elif a.run:
-        res = guard_bench(a.run, data=a.data, n=a.n)
-        print(f"initialization overhead {res['initialization_overhead_ms']:.1f} ms; TA peak RSS "
-              f"{res['ta_peak_rss_mb']:.0f} MB (plain {res['plain_peak_rss_mb']:.0f} MB); labels equal: "
-              f"{res['labels_equal']}")  # fmt: skip
-        for k in (
-            "operation_ratio_tflm",
-            "operation_ratio_c",
-            "operation_ratio_litert_single",
-            "operation_ratio_litert_batch",
-        ):
-            if res.get(k) is not None:
-                print(f"{k:<32} {res[k]:.3f}")
+        from .bench import report_lines
+
+        res = guard_bench(a.run, data=a.data, n=a.n, repeats=a.repeats, block=a.block,
+                          batch_clips=a.batch_clips, placement=a.placement)  # fmt: skip
+        print("\n".join(report_lines(res)))
     if a.board:
         r = res["board_rtt"] = board_rtt(a.board, a.n)
         for k in ("ping", "classify_one_clip"):
@@ -576,7 +569,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "on the board itself when --board is an OP-TEE board with this run deployed)")  # fmt: skip
     be.add_argument("--data", help="corpus for the test split (default: the run's)")
     be.add_argument("--board", help="a board with a deployed model: round-trip times")
-    be.add_argument("-n", type=int, default=50, help="rounds per measurement (default 50)")
+    be.add_argument("-n", type=int, default=24,
+                    help="pairs of plain and guarded blocks per repeat and measurement (default 24); "
+                    "rounds of --board round trips")  # fmt: skip
+    be.add_argument("--repeats", type=int, default=3,
+                    help="repeats of each paired measurement, pooled for the interval (default 3)")  # fmt: skip
+    be.add_argument("--block", type=int, default=8, help="clips per single-clip block (default 8)")
+    be.add_argument("--batch-clips", type=int, default=128,
+                    help="clips per batch block (default 128, at most the test split)")  # fmt: skip
+    be.add_argument("--placement", choices=("shared", "split"), default="shared",
+                    help="the normal world's client on the TEE's CPU, as under TrustZone (shared, "
+                    "the default), or on a CPU of its own (split)")  # fmt: skip
     be.add_argument("--clips", type=int, default=64,
                     help="test clips per batch on an OP-TEE board (default 64; QEMU is slow)")  # fmt: skip
     be.add_argument("--json")

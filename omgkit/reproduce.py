@@ -60,8 +60,11 @@ def reproduce(*, profile: str = "paper", model: str = "ds_cnn_s", seed: int = 0,
     step("convert", _done(run, "convert"), lambda: convert_run(run))
     step("evaluate", _done(run, "evaluate"), lambda: evaluate_run(run))
     bench_f = run / "bench.json"
+    # the paired design's full size, but on the tiny profile (make kick, the tests) a small one
+    bench_size = {"n": 4, "repeats": 2, "block": 2, "batch_clips": 16} if profile == "tiny" else {}
     step("bench", bench_f.is_file(),
-         lambda: atomic_write_text(bench_f, json.dumps(guard_bench(run, workdir=None, say=say), indent=2) + "\n"))  # fmt: skip
+         lambda: atomic_write_text(bench_f, json.dumps(guard_bench(run, workdir=None, say=say, **bench_size),
+                                                  indent=2) + "\n"))  # fmt: skip
     guard_f = run / "guard.json"
     step("offline and attacks", guard_f.is_file(), lambda: atomic_write_text(guard_f, json.dumps(_guard(run), indent=2) + "\n"))  # fmt: skip
     optee_f = run / "optee.json"
@@ -182,9 +185,11 @@ def table(out: dict) -> str:
          f"{tf.get('single', {}).get('plain', {}).get('median_ms', float('nan')):.2f} ms (x86, 2 cores)"),
         ("guarded inference per clip (TFLM)", f"{p['guarded_ms']:.0f} ms",
          f"{tf.get('single', {}).get('guarded', {}).get('median_ms', float('nan')):.2f} ms"),
-        ("guarded / plain, TFLM", f"{p['overhead']:.3f}", f"{b.get('operation_ratio_tflm') or float('nan'):.3f}"),
-        ("guarded / plain, LiteRT single clip", "—", f"{b.get('operation_ratio_litert_single') or float('nan'):.3f}"),
-        ("guarded / plain, LiteRT batch", "—", f"{b.get('operation_ratio_litert_batch') or float('nan'):.3f}"),
+        ("guarded / plain, TFLM [95 % CI]", f"{p['overhead']:.3f}", _ratio(b, "operation_ratio_tflm")),
+        ("guarded / plain, C core [95 % CI]", "—", _ratio(b, "operation_ratio_c")),
+        ("guarded / plain, LiteRT single clip [95 % CI]", "—", _ratio(b, "operation_ratio_litert_single")),
+        ("guarded / plain, LiteRT batch [95 % CI]", "—", _ratio(b, "operation_ratio_litert_batch")),
+        ("CPU time guarded / plain, TFLM (both worlds)", "—", _ratio(b, "cpu_ratio_tflm")),
         ("initialization overhead", "—", f"{b.get('initialization_overhead_ms') or float('nan'):.1f} ms"),
         ("TA process peak RSS", "—", f"{b['ta_peak_rss_mb']:.0f} MB (plain process {b['plain_peak_rss_mb']:.0f} MB)"),
     ]  # fmt: skip
@@ -205,8 +210,17 @@ def table(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ratio(b: dict, key: str) -> str:
+    """A ratio with its interval, marked ✓ only when the interval's upper end meets its target."""
+    from .bench import TARGETS, fmt_ratio
+
+    return fmt_ratio(b.get(key), b.get(f"{key}_ci95"), TARGETS.get(key))
+
+
 def optee_table(o: dict, p: dict = PAPER) -> str:
     """The second table: the C TA under OP-TEE in QEMU, plain and guarded measured on the board."""
+    from .bench import fmt_ratio
+
     b = o["bench"]
     s, bt, i, m = b["single"], b["batch"], b["initialization"], b["memory"]
     heap = m["ta_heap"] or {}
@@ -217,8 +231,9 @@ def optee_table(o: dict, p: dict = PAPER) -> str:
         ("plain inference per clip (C core, normal world)", f"{p['plain_ms']:.0f} ms (TFLM)",
          f"{s['plain']['median_ms']:.1f} ms"),
         ("guarded inference per clip (C TA)", f"{p['guarded_ms']:.0f} ms", f"{s['guarded']['median_ms']:.1f} ms"),
-        ("guarded / plain, single clip", f"{p['overhead']:.3f}", f"{s['ratio']:.3f}"),
-        ("guarded / plain, batch", "—", f"{bt['ratio']:.3f} ({b['clips']} clips, {bt['window_clips']} per call)"),
+        ("guarded / plain, single clip [95 % CI]", f"{p['overhead']:.3f}", fmt_ratio(s["ratio"], s.get("ratio_ci95"))),
+        ("guarded / plain, batch [95 % CI]", "—",
+         f"{fmt_ratio(bt['ratio'], bt.get('ratio_ci95'))} ({b['clips']} clips, {bt['window_clips']} per call)"),
         ("initialization, guarded (TA load) / plain", "—",
          f"{i['guarded']['median_ms']:.0f} ms ({i['ta_load']['median_ms']:.0f} ms) / {i['plain']['median_ms']:.1f} ms"),
         ("TA heap peak / heap size", "—",
@@ -232,8 +247,8 @@ def optee_table(o: dict, p: dict = PAPER) -> str:
 
 
 def plots(bench: dict, stem: os.PathLike | str) -> None:
-    """``<stem>-latency.png`` and ``<stem>-phases.png`` (omgkit.show.bench_figures)."""
+    """``<stem>-ratios.png`` and ``<stem>-breakdown.png`` (omgkit.show.bench_figures)."""
     from .show import bench_figures
 
-    for fig, suffix in zip(bench_figures(bench), ("latency", "phases"), strict=True):
+    for fig, suffix in zip(bench_figures(bench), ("ratios", "breakdown"), strict=True):
         fig.savefig(f"{stem}-{suffix}.png", dpi=110)

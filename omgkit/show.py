@@ -293,39 +293,60 @@ def attack_table(outcomes) -> list[dict[str, Any]]:
 
 
 def bench_figures(bench: Mapping[str, Any]):
-    """(latency distributions of one clip, per-phase medians): plain against guarded."""
+    """(each ratio with its 95 % interval against its target, where a guarded clip's time goes)."""
+    from .bench import TARGETS
+
     rts = list(bench["runtimes"])
-    f1 = _figure(5 * len(rts), 3.2)
-    axes = f1.subplots(1, len(rts), squeeze=False)
-    for ax, rt in zip(axes[0], rts, strict=True):
-        s = bench["runtimes"][rt]["single"]["samples_ms"]
-        hi = np.percentile(s["plain"] + s["guarded"], 99)
-        ax.hist(
-            [s["plain"], s["guarded"]],
-            bins=30,
-            range=(0, hi),
-            label=["plain", "guarded"],
-            alpha=0.8,
+    parts = (("single", "one clip"), ("streaming_mic", "streaming"), ("batch", "batch"))
+    f1 = _figure(7.5, 0.45 * len(rts) * len(parts) + 1.2)
+    ax = f1.subplots()
+    rows = [
+        (rt, part, label) for rt in rts for part, label in parts if part in bench["runtimes"][rt]
+    ]
+    for y, (rt, part, _label) in enumerate(rows):
+        m = bench["runtimes"][rt][part]
+        lo, hi = m.get("ratio_ci95") or (m["ratio"], m["ratio"])
+        key = {"single": f"operation_ratio_{rt}" if rt != "litert" else "operation_ratio_litert_single",
+               "batch": f"operation_ratio_{rt}_batch" if rt != "litert" else "operation_ratio_litert_batch",
+               }.get(part)  # fmt: skip
+        target = TARGETS.get(key) if key else None
+        color = "0.45" if target is None else ("tab:green" if hi <= target else "tab:red")
+        ax.errorbar(
+            m["ratio"],
+            y,
+            xerr=[[m["ratio"] - lo], [hi - m["ratio"]]],
+            fmt="o",
+            color=color,
+            capsize=3,
         )
-        ax.set_title(f"{rt}: one clip, ms")
-        ax.legend()
+        if target is not None:
+            ax.plot([target, target], [y - 0.35, y + 0.35], color=color, lw=2)
+        c = m.get("cpu_ratio")
+        if c is not None:
+            ax.plot(c, y, marker="x", color="tab:blue", ls="none")
+    ax.axvline(1.0, color="0.7", lw=1)
+    ax.set_yticks(range(len(rows)), [f"{rt}: {label}" for rt, _, label in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("guarded / plain (● wall time, 95 % interval; × CPU time; | target: green = met)")
     f1.tight_layout()
-    f2 = _figure(6.5, 3.2)
+    from .tee.trace import STAGES
+
+    with_b = [rt for rt in rts if (bench["runtimes"][rt].get("breakdown") or {}).get("requests")]
+    f2 = _figure(7.5, 0.6 * max(1, len(with_b)) + 1.6)
     ax = f2.subplots()
-    labels, plain, guarded = [], [], []
-    for rt in rts:
-        r = bench["runtimes"][rt]
-        labels += [f"{rt} init", f"{rt} clip"]
-        plain += [r["initialization"]["plain"]["median_ms"], r["single"]["plain"]["median_ms"]]
-        guarded += [
-            r["initialization"]["guarded"]["median_ms"],
-            r["single"]["guarded"]["median_ms"],
-        ]
-    xs = np.arange(len(labels))
-    ax.bar(xs - 0.2, plain, 0.4, label="plain")
-    ax.bar(xs + 0.2, guarded, 0.4, label="guarded")
-    ax.set_xticks(xs, labels)
-    ax.set_ylabel("ms (median)")
-    ax.legend()
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    for y, rt in enumerate(with_b):
+        st = bench["runtimes"][rt]["breakdown"]["stages"]
+        left = 0.0
+        for i, (_, stage, _) in enumerate(STAGES):
+            v = st[stage]["median_us"] / 1000
+            ax.barh(y, v, left=left, color=cmap(i), label=stage if y == 0 else None)
+            left += v
+    ax.set_yticks(range(len(with_b)), with_b)
+    ax.invert_yaxis()
+    ax.set_xlabel("one guarded clip, ms (median of each stage, measured by tracing)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     f2.tight_layout()
     return f1, f2

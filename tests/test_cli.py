@@ -188,20 +188,36 @@ def test_vendor_commands(tiny_run, tmp_path):
 
 def test_bench_reports_plain_against_guarded(any_tiny_run, tmp_path):
     out = tmp_path / "bench.json"
-    r = run_omg("bench", "--run", str(any_tiny_run), "-n", "6", "--json", str(out))
+    r = run_omg("bench", "--run", str(any_tiny_run), "-n", "3", "--repeats", "2", "--block", "2",
+                "--batch-clips", "8", "--json", str(out))  # fmt: skip
     res = json.loads(out.read_text())
     from omgkit.kws.run import RunDir
+    from omgkit.tee.trace import STAGES
 
     assert res["frontend"] == RunDir(any_tiny_run).manifest().frontend.kind
     assert all(rt["plain_peak_rss_mb"] > 10 for rt in res["runtimes"].values())
     for key in ("operation_ratio_tflm", "operation_ratio_litert_single", "operation_ratio_litert_batch",
                 "initialization_overhead_ms", "ta_peak_rss_mb", "labels_equal"):  # fmt: skip
         assert res[key] is not None, key
+    for key in ("operation_ratio_tflm", "operation_ratio_litert_single", "operation_ratio_litert_batch",
+                "operation_ratio_litert_streaming", "cpu_ratio_tflm", "cpu_ratio_litert_batch"):  # fmt: skip
+        lo, hi = res[f"{key}_ci95"]  # every ratio with its interval, around it
+        assert 0 < lo <= res[key] <= hi, key
     assert res["labels_equal"] is True and res["ta_peak_rss_mb"] > 10
-    assert (
-        res["runtimes"]["tflm"]["accuracy_guarded_int8"]
-        == res["runtimes"]["tflm"]["accuracy_plain_int8"]
-    )
-    assert "operation_ratio_litert_batch" in r.stdout
+    for name, rt in res["runtimes"].items():
+        assert rt["accuracy_guarded_int8"] == rt["accuracy_plain_int8"]
+        s = rt["single"]
+        assert s["pairs"] == 6 and len(s["repeats"]) == 2 and s["repeat_spread"] >= 0
+        assert s["guarded"]["cpu_ms"] > 0 and s["plain"]["cpu_ms"] > 0, name
+        # where the guarded time goes: every stage measured, adding up to the request
+        b = rt["breakdown"]
+        assert b["requests"] >= 30 and set(b["stages"]) == {st[1] for st in STAGES}
+        assert all(v["median_us"] >= 0 for v in b["stages"].values())
+        assert b["stages"]["model"]["median_us"] > 0 and b["stages"]["to_core"]["median_us"] > 0
+    # a target is met only when its interval's upper end is within it
+    for t in res["targets"]:
+        assert t["met"] == (t["ci95"] is not None and t["ci95"][1] <= t["target"])
+    assert "operation_ratio_litert_batch" in r.stdout and "upper bound" in r.stdout
+    assert "where a guarded clip's time goes" in r.stdout
     r = run_omg("bench", check=False)
     assert r.returncode == 2 and "--run RUN" in r.stderr

@@ -56,7 +56,7 @@ def executed(tiny_corpus, tmp_path_factory):
     params = {
         "01_data_and_training": {"PROFILE": "tiny", "EPOCHS": 3, "AUGMENT_COPIES": 1},
         "03_encrypt_and_provision": {"BOARD": "emu://nbtest"},
-        "05_overhead_and_accuracy": {"N": 8},
+        "05_overhead_and_accuracy": {"N": 3, "REPEATS": 2},
     }
     old_home = os.environ.get("OMG_HOME")
     os.environ["OMG_HOME"] = str(tmp_path_factory.mktemp("nb-omghome"))

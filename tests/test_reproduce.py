@@ -32,12 +32,17 @@ def test_resumes_and_writes_named_results(tiny_corpus, tiny_run, tmp_path):
     md = stem.with_suffix(".md").read_text()
     # the table carries OUR measured figures beside the paper's (not only the paper's constants)
     ours = data["bench"]["operation_ratio_tflm"]
-    assert f"| guarded / plain, TFLM | 1.021 | {ours:.3f} |" in md
+    lo, hi = data["bench"]["operation_ratio_tflm_ci95"]
+    mark = "✓" if hi <= 1.02 else "✗"  # met only when the interval's upper end is within the target
+    assert (
+        f"| guarded / plain, TFLM [95 % CI] | 1.021 | {ours:.3f} [{lo:.3f}, {hi:.3f}] {mark} ≤ 1.02 |"
+        in md
+    )
     acc = data["evaluation"]["test_accuracy_int8"]
     assert f"{acc:.4f} int8" in md and 0 < acc <= 1
     assert data["offline"]["works_offline"] is True  # C3
     assert data["attacks"]["all_blocked"] is True and "| 10/10 |" in md  # C4
-    assert (res / "tiny-ds_cnn_s-seed0-latency.png").stat().st_size > 5000
+    assert (res / "tiny-ds_cnn_s-seed0-ratios.png").stat().st_size > 5000
     said.clear()
     reproduce(profile="tiny", art=str(art), results=str(res), say=said.append)
     assert sum("skipped" in s for s in said) == 6  # everything was there

@@ -31,6 +31,7 @@ import numpy as np
 
 from omg_ta import commands as C
 
+from ..stats import paired_ratio, run_pairs
 from ..util import timing_summary as _summary
 
 
@@ -60,9 +61,24 @@ class _Plain:
                 "frontend_state": int(f.plan.state_bytes)}  # fmt: skip
 
 
+def _paired(b: dict) -> dict:
+    """Paired blocks' wall and CPU ratios with their 95 % intervals (``omgkit.stats``)."""
+    w = paired_ratio(b["guarded"]["wall"], b["plain"]["wall"])
+    c = paired_ratio(b["guarded"]["cpu"], b["plain"]["cpu"])
+    return {"guarded": _summary(b["guarded"]["wall"]), "plain": _summary(b["plain"]["wall"]),
+            "ratio": w["ratio"], "ratio_ci95": w["ci95"], "half_width": w["half_width"], "pairs": w["pairs"],
+            "per_clip_guarded_ms": float(np.median(b["guarded"]["wall"])) * 1000,
+            "per_clip_plain_ms": float(np.median(b["plain"]["wall"])) * 1000,
+            "cpu_guarded_ms": float(np.median(b["guarded"]["cpu"])) * 1000,
+            "cpu_plain_ms": float(np.median(b["plain"]["cpu"])) * 1000,
+            "cpu_ratio": c["ratio"], "cpu_ratio_ci95": c["ci95"]}  # fmt: skip
+
+
 def run(*, model: bytes, frontend: dict, audio: bytes, n: int = 30, warmup: int = 3,
-        init_reps: int = 5, batch_reps: int = 2, root: str) -> dict[str, Any]:  # fmt: skip
-    """Both sides on the board whose directory is ``root``; see the module's docstring."""
+        init_reps: int = 5, batch_reps: int = 4, batch_clips: int = 16, root: str) -> dict[str, Any]:  # fmt: skip
+    """Both sides on the board whose directory is ``root``; see the module's docstring.
+
+    ``n`` pairs of single-clip blocks, ``batch_reps`` pairs of ``batch_clips``-clip batches."""
     from ..guard.host import GuardedModel
     from ..tee.optee import OpteeContext, pta_device_info, ta_memory_stats
 
@@ -94,22 +110,28 @@ def run(*, model: bytes, frontend: dict, audio: bytes, n: int = 30, warmup: int 
         for _ in range(warmup):
             g.classify_batch(one)
             plain.classify(one)
-        single_g, single_p = [], []
-        for _ in range(n):
-            t = time.perf_counter()
-            g.classify_batch(one)
-            single_g.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            plain.classify(one)
-            single_p.append(time.perf_counter() - t)
-        batch_g, batch_p = [], []
-        for _ in range(batch_reps):
-            t = time.perf_counter()
-            guarded_labels = g.classify_batch(clips).labels
-            batch_g.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            plain_labels = plain.classify(clips)
-            batch_p.append(time.perf_counter() - t)
+        # paired blocks (omgkit.stats): the order within a pair drawn at random; wall and
+        # CPU time of this thread (under OP-TEE the secure world runs on the calling
+        # thread's CPU, so its CPU time holds both worlds' work)
+        pos = [0]
+
+        def block(fn, k: int):
+            def measure():
+                idx = (np.arange(k) + pos[0]) % len(clips)
+                pos[0] += k
+                x = clips[idx]
+                c, t = time.thread_time(), time.perf_counter()
+                fn(x)
+                return (time.perf_counter() - t) / k, (time.thread_time() - c) / k
+
+            return measure
+
+        batch_block = max(1, min(batch_clips, len(clips)))
+        single_b = run_pairs(n, block(g.classify_batch, 1), block(plain.classify, 1), seed=1)
+        batch_b = run_pairs(max(2, batch_reps), block(g.classify_batch, batch_block),
+                            block(plain.classify, batch_block), seed=2)  # fmt: skip
+        guarded_labels = g.classify_batch(clips).labels  # the whole set, once: labels of both sides
+        plain_labels = plain.classify(clips)
         with OpteeContext() as ctx:
             during = ta_memory_stats(ctx)
     finally:
@@ -123,12 +145,8 @@ def run(*, model: bytes, frontend: dict, audio: bytes, n: int = 30, warmup: int 
         "initialization": {"guarded": _summary(init_g), "ta_load": _summary(load_g),
                            "plain": _summary(init_p), "overhead_ms": (med(init_g) - med(init_p)) * 1000,
                            "ratio": med(init_g) / med(init_p)},
-        "single": {"guarded": _summary(single_g), "plain": _summary(single_p),
-                   "ratio": med(single_g) / med(single_p)},
-        "batch": {"guarded_ms": med(batch_g) * 1000, "plain_ms": med(batch_p) * 1000,
-                  "per_clip_guarded_ms": med(batch_g) * 1000 / len(clips),
-                  "per_clip_plain_ms": med(batch_p) * 1000 / len(clips),
-                  "ratio": med(batch_g) / med(batch_p), "window_clips": GuardedModel.SHARED_CLIPS},
+        "single": _paired(single_b),
+        "batch": {**_paired(batch_b), "clips_per_block": batch_block, "window_clips": GuardedModel.SHARED_CLIPS},
         "labels_equal": guarded_labels == plain_labels,
         "labels": guarded_labels,
         "memory": {

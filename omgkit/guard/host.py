@@ -22,7 +22,7 @@ import numpy as np
 from omg_ta import commands as C
 
 from ..errors import ArtifactError, ConfigError
-from ..tee import open_context
+from ..tee import open_context, trace
 from ..tee.client import Output, SharedMemory, Value
 from ..util import atomic_write_bytes
 
@@ -174,11 +174,14 @@ class GuardedModel:
         try:
             for i in range(0, len(a), per):
                 chunk = a[i : i + per]
+                trace.mark("c.begin")
                 view[: len(chunk)] = chunk
+                trace.mark("c.copied")
                 out = session.invoke(C.CMD_CLASSIFY, C.SIGNATURES[C.CMD_CLASSIFY],
                                      [Value(C.SOURCE_BUFFER, len(chunk)), shared.window(0, chunk.nbytes),
                                       self._reply(len(chunk)), None])  # fmt: skip
                 d = cbor2.loads(out[2])
+                trace.mark("c.end")
                 labels += list(d["labels"])
                 if d.get("scores") is not None:
                     scores = (scores or []) + list(d["scores"])

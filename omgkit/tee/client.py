@@ -24,7 +24,7 @@ from omg_ta import commands as C
 from omg_ta.errors import OmgError, TeeError
 
 from ..errors import ConfigError
-from . import wire
+from . import trace, wire
 from .wire import HW_SOCKET, TEE_SOCKET, raise_for
 
 __all__ = ["Output", "Session", "SharedMemory", "SharedWindow", "TeeContext", "TeeError",
@@ -179,8 +179,11 @@ class TeeContext:
             if fds:
                 wire.send_with_fds(self._sock, req, fds)
             else:
-                wire.send(self._sock, req)
+                data = wire.frame(req)
+                trace.mark("c.framed")
+                self._sock.sendall(data)
             reply, raw = wire.recv(self._sock)
+            trace.mark("c.received")
         except OSError as e:
             self.close()
             raise TeeUnavailableError(f"TEE daemon connection lost: {e}") from None

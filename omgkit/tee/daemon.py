@@ -28,7 +28,7 @@ from omg_ta.errors import BadParametersError, BadStateError, ShortBufferError
 
 from ..errors import ConfigError
 from ..util import fixed_heap
-from . import wire
+from . import trace, wire
 from .device import Device
 from .wire import HW_SOCKET, TEE_SOCKET, error_reply
 from .world import SecureWorld, ShmWindow
@@ -143,6 +143,7 @@ class _Handler(_FrameHandler):
         self._next_shm = 1
 
     def reply_to(self, req: dict, fds: list[int]) -> dict:
+        trace.mark("k.received")
         return self.dispatch(req, fds)
 
     def closed(self) -> None:
@@ -248,6 +249,11 @@ class _HwHandler(_FrameHandler):
             self.world.device.set_clock_offset(_field(req, "seconds", int))
         elif op == "ta_status":  # each session's TA process: the harness and the bench
             return {"ok": True, "tas": self.world.ta_status()}
+        elif op == "trace":  # the trace port (omgkit.tee.trace): the marks so far, then on or off
+            on = _field(req, "on", bool)
+            marks = [list(m) for m in trace.take()]
+            trace.enable(on)
+            return {"ok": True, "marks": marks}
         elif op != "ping":
             raise BadParametersError("unknown hardware op")
         return {"ok": True}

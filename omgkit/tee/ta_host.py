@@ -23,7 +23,7 @@ import socket
 import sys
 from typing import Any
 
-from . import wire
+from . import trace, wire
 
 CHANNEL_MAX_FRAME = wire.TEE_MAX_FRAME + (1 << 20)
 CHANNEL_MAX_ITEMS = wire.HW_MAX_ITEMS + 64
@@ -70,6 +70,10 @@ class _CoreProxy:
 
     def mic_read(self, max_clips: int, timeout: float) -> list[bytes]:
         return self._svc("mic_read", max_clips, timeout)
+
+    def mark(self, stage: str) -> None:
+        """A stage's timestamp when the core traces this invoke (``omgkit.tee.trace``)."""
+        trace.mark(stage)
 
 
 class _Host:
@@ -128,6 +132,8 @@ class _Host:
                 args.append((p[1], p[2]))
             else:
                 args.append(p)
+        trace.enable(req.get("trace") is True)
+        trace.mark("t.entry")
         try:
             out = self.ta.invoke(req["cmd"], req["types"], args)
         finally:
@@ -137,7 +143,12 @@ class _Host:
                         a.release()
                     except BufferError:
                         pass
-        return {"ok": True, "out": [list(o) if isinstance(o, tuple) else o for o in out]}
+        reply = {"ok": True, "out": [list(o) if isinstance(o, tuple) else o for o in out]}
+        if trace.on:
+            trace.mark("t.reply")
+            reply["trace"] = [list(m) for m in trace.take()]
+            trace.enable(False)
+        return reply
 
     def serve(self) -> None:
         while True:

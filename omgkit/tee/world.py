@@ -43,6 +43,7 @@ from omg_ta.errors import (
     UnsealError,
 )
 
+from . import trace
 from .bundle import read_bundle, verify_bundle
 from .device import TEE_VERSION, Device
 from .token import Claims, make_token
@@ -216,6 +217,9 @@ class _TaProcess:
                 ) from None
             self.rx.close_all()  # a TA sends the core no descriptors
             if "svc" not in msg:
+                if trace.on:
+                    trace.mark("k.from_ta")
+                    trace.extend(msg.pop("trace", []))
                 w.raise_for(msg)
                 return msg
             try:
@@ -248,8 +252,11 @@ class _TaProcess:
                     wire_params.append(["v", p[0], p[1]])
                 else:
                     wire_params.append(p)
-            r = self._exchange({"op": "invoke", "cmd": cmd, "types": types,
-                                "params": wire_params}, self.services)  # fmt: skip
+            req = {"op": "invoke", "cmd": cmd, "types": types, "params": wire_params}
+            if trace.on:
+                req["trace"] = True
+            trace.mark("k.to_ta")
+            r = self._exchange(req, self.services)
         out = r.get("out")
         if not isinstance(out, list) or len(out) != 4:
             raise BadParametersError("the TA's reply has not four slots")

@@ -68,6 +68,10 @@ class TeeApi(Protocol):
     def mic_read(self, max_clips: int, timeout: float) -> list[bytes]: ...
 
 
+def _no_mark(stage: str) -> None:
+    pass
+
+
 def _raw(pub) -> bytes:
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -87,6 +91,8 @@ class KeywordTA:
             C.CMD_LAST_ERROR: self._last_error_cmd,
         }
         self._last_error = ""
+        self._mark = getattr(tee, "mark", None) or _no_mark
+        """Stage timestamps, where the TEE traces requests (the emulated one, for omg bench)."""
 
     # -- dispatch ----------------------------------------------------------
     def invoke(self, cmd: int, types: int, params: list) -> list:
@@ -229,8 +235,15 @@ class KeywordTA:
             raise BudgetExhaustedError()
         # chunk by chunk: the TA's memory stays bounded whatever the batch size
         frontend, runtime = self._model["frontend"], self._model["runtime"]
-        scores = np.concatenate([runtime.predict(frontend(audio[i : i + CHUNK])[..., None])
-                                 for i in range(0, len(audio), CHUNK)])  # fmt: skip
+        mark = self._mark
+        mark("t.checked")
+        parts = []
+        for i in range(0, len(audio), CHUNK):
+            features = frontend(audio[i : i + CHUNK])[..., None]
+            mark("t.frontend")
+            parts.append(runtime.predict(features))
+            mark("t.model")
+        scores = np.concatenate(parts)
         if left is not None:  # spent once the clips are classified; no results unless spent
             self._spend(left, len(audio))
         out: dict[str, Any] = {"labels": [int(i) for i in np.argmax(scores, axis=1)]}
