@@ -23,7 +23,7 @@ import numpy as np
 
 from omg_ta import commands as C
 
-from .errors import OmgError
+from .errors import BenchError
 from .util import timing_summary as summary
 
 
@@ -132,10 +132,6 @@ x = (np.random.default_rng(0).standard_normal((8, CLIP_SAMPLES)) * 1000).astype(
 rt.classify(fe(x)[..., None])
 print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
 """
-
-
-class BenchError(OmgError):
-    """A part of the benchmark failed; its figures would be wrong, so none are reported."""
 
 
 def plain_peak_rss_mb(model_path, runtime: str, frontend) -> float:

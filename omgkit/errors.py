@@ -76,6 +76,10 @@ class ConversionError(OmgError):
     """A model cannot be converted to TensorFlow Lite builtins."""
 
 
+class BenchError(OmgError):
+    """A part of the benchmark failed; its figures would be wrong, so none are reported."""
+
+
 class ArtifactError(OmgError):
     """A run directory (or a device's storage) is missing a file a later step needs."""
 

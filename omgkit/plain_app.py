@@ -137,7 +137,7 @@ class PlainApp:
             os.sched_setaffinity(self.proc.pid, cpus)
 
     def call(self, op: str, **fields) -> dict:
-        from .bench import BenchError
+        from .errors import BenchError
 
         try:
             self._wire.send(self.sock, {"op": op, **fields})
