@@ -1321,12 +1321,28 @@ def frames_in(buf: bytes) -> tuple[list, bytes]:
         ln = int.from_bytes(buf[:4], "big")
         if len(buf) < 4 + ln:
             break
+        body = buf[4 : 4 + ln]
         try:
-            out.append(cbor2.loads(buf[4 : 4 + ln]))
+            if body[:1] == b"\x02":  # the light path's reply to a binary invoke
+                from omgkit.tee import wire
+
+                out.append({"ok": True, "params": wire.unpack_reply(body)})
+            else:
+                out.append(cbor2.loads(body))
         except Exception:  # noqa: BLE001 - a reply that is not CBOR: counted as bad
             out.append(None)
         buf = buf[4 + ln :]
     return out, buf
+
+
+def _binary_invoke(req: dict) -> bytes | None:
+    """The request as the light path's binary invoke (``wire.pack_invoke``), where it fits."""
+    from omgkit.tee import wire
+
+    try:
+        return wire.pack_invoke(req["session"], req["cmd"], req["types"], req["params"])
+    except (TypeError, IndexError, KeyError, struct.error):
+        return None
 
 
 def framed(body: bytes) -> bytes:
@@ -1634,7 +1650,13 @@ class TeeWireTarget(Target):
                 req = self._invoke(
                     rng
                 )  # sessions are opened on fresh connections; rarely closed here
-            if rng.random() < 0.55:
+            packed = _binary_invoke(req)
+            if packed is not None and rng.random() < 0.35:  # the light path's binary invoke
+                if rng.random() < 0.3:
+                    kind, body = "binary as is", packed
+                else:
+                    kind, body = "binary mutated", fc.mutate_bytes(rng, packed, [packed])
+            elif rng.random() < 0.55:
                 kind, body = "as is", enc(req, canonical=False)
             else:
                 kind, body = mutate_cbor(rng, req, keys=["op", "session", "cmd", "types", "params"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,12 @@ class Session:
                 wire_params.append(["o", p.size])
             else:
                 raise ConfigError(f"unsupported parameter {type(p).__name__}")
-        reply = self.ctx._call({"op": "invoke", "session": self.id, "cmd": cmd, "types": types,
-                                "params": wire_params})  # fmt: skip
+        body = wire.pack_invoke(self.id, cmd, types, wire_params)  # the light path, where it fits
+        if body is not None:
+            reply = self.ctx._call_body(body)
+        else:
+            reply = self.ctx._call({"op": "invoke", "session": self.id, "cmd": cmd, "types": types,
+                                    "params": wire_params})  # fmt: skip
         out = []
         for p in reply["params"]:
             if p is None:
@@ -157,6 +162,7 @@ class TeeContext:
         self.recorder = recorder
         self.timeout = timeout
         self._sock: socket.socket | None = None
+        self._rx: wire.FdReceiver | None = None
         self._shm: list[SharedMemory] = []
 
     def open(self) -> TeeContext:
@@ -171,7 +177,28 @@ class TeeContext:
                     f"no TEE daemon at {self.path}: start it (TeeDaemon(device).start(), or `omg board up`)"
                 ) from None
             self._sock = s
+            self._rx = wire.FdReceiver(s, fds=False)
         return self
+
+    def _reply(self) -> dict:
+        body = self._rx.recv_body()
+        trace.mark("c.received")
+        if self.recorder:
+            self.recorder(struct.pack(">I", len(body)) + body)
+        reply = wire.decode_any(body)
+        raise_for(reply)
+        return reply
+
+    def _call_body(self, body: bytes) -> dict:
+        """A binary invoke (``wire.pack_invoke``); its reply as ``{ok, params}``."""
+        self.open()
+        trace.mark("c.framed")
+        try:
+            wire.send_body(self._sock, body)
+            return self._reply()
+        except OSError as e:
+            self.close()
+            raise TeeUnavailableError(f"TEE daemon connection lost: {e}") from None
 
     def _call(self, req: dict, fds: list[int] | None = None) -> dict:
         self.open()
@@ -182,15 +209,10 @@ class TeeContext:
                 data = wire.frame(req)
                 trace.mark("c.framed")
                 self._sock.sendall(data)
-            reply, raw = wire.recv(self._sock)
-            trace.mark("c.received")
+            return self._reply()
         except OSError as e:
             self.close()
             raise TeeUnavailableError(f"TEE daemon connection lost: {e}") from None
-        if self.recorder:
-            self.recorder(raw)
-        raise_for(reply)
-        return reply
 
     def open_session(self, ta_uuid) -> Session:
         return Session(self, self._call({"op": "open_session", "uuid": ta_uuid.bytes})["session"])
@@ -209,6 +231,7 @@ class TeeContext:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            self._rx = None
         for m in self._shm:
             m.release()
         self._shm.clear()

@@ -68,7 +68,9 @@ class _FrameHandler(socketserver.BaseRequestHandler):
         try:
             while True:
                 try:
-                    req, _ = rx.recv(self.max_frame, self.max_items)
+                    body = rx.recv_body(self.max_frame)
+                    binary = body[:1] == b"\x01"
+                    req = wire.decode_any(body, self.max_items)
                 except wire.FrameTooLargeError as e:
                     wire.send(self.request, error_reply(BadParametersError(str(e))))
                     return
@@ -86,7 +88,10 @@ class _FrameHandler(socketserver.BaseRequestHandler):
                 finally:
                     for fd in fds:  # what reply_to kept it has dup'ed or mapped
                         os.close(fd)
-                wire.send(self.request, reply)
+                if binary and reply.get("ok") and "params" in reply:  # the light path's reply
+                    wire.send_body(self.request, wire.pack_reply(reply["params"]))
+                else:
+                    wire.send(self.request, reply)
         except (ConnectionError, OSError):
             return
         finally:
@@ -251,7 +256,7 @@ class _HwHandler(_FrameHandler):
             return {"ok": True, "tas": self.world.ta_status()}
         elif op == "trace":  # the trace port (omgkit.tee.trace): the marks so far, then on or off
             on = _field(req, "on", bool)
-            marks = [list(m) for m in trace.take()]
+            marks = [list(m) for m in trace.take()] + self.world.ta_marks()
             trace.enable(on)
             return {"ok": True, "marks": marks}
         elif op != "ping":

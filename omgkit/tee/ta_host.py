@@ -88,6 +88,11 @@ class _Host:
     def recv(self) -> dict:
         return self.rx.recv(CHANNEL_MAX_FRAME, CHANNEL_MAX_ITEMS)[0]
 
+    def recv_any(self) -> tuple[dict, bool]:
+        """The core's next request, and whether it came on the light path (a binary invoke)."""
+        body = self.rx.recv_body(CHANNEL_MAX_FRAME)
+        return wire.decode_any(body, CHANNEL_MAX_ITEMS), body[:1] == b"\x01"
+
     def bundle_file(self, name: str) -> bytes:
         from omg_ta.errors import TANotFoundError
 
@@ -130,9 +135,11 @@ class _Host:
                 args.append(self.shm[p[1]][p[2] : p[2] + p[3]])
             elif isinstance(p, list) and p and p[0] == "v":
                 args.append((p[1], p[2]))
+            elif isinstance(p, list) and p and p[0] == "o":
+                args.append(p[1])  # an output memref: its size, as GP gives it to a TA
             else:
                 args.append(p)
-        trace.enable(req.get("trace") is True)
+        trace.on = req.get("trace") is True  # marks wait here until the core takes them
         trace.mark("t.entry")
         try:
             out = self.ta.invoke(req["cmd"], req["types"], args)
@@ -143,23 +150,22 @@ class _Host:
                         a.release()
                     except BufferError:
                         pass
-        reply = {"ok": True, "out": [list(o) if isinstance(o, tuple) else o for o in out]}
-        if trace.on:
-            trace.mark("t.reply")
-            reply["trace"] = [list(m) for m in trace.take()]
-            trace.enable(False)
-        return reply
+        trace.mark("t.reply")
+        trace.on = False
+        return {"ok": True, "out": [list(o) if isinstance(o, tuple) else o for o in out]}
 
     def serve(self) -> None:
         while True:
             try:
-                req = self.recv()
+                req, binary = self.recv_any()
             except (wire.WireError, ConnectionError):
                 return
             fds = self.rx.take()
             op = req.get("op")
             try:
-                if op == "load":
+                if op == "trace_take":
+                    reply = {"ok": True, "marks": [list(m) for m in trace.take()]}
+                elif op == "load":
                     reply = self.load(req)
                 elif op == "register_shm":
                     reply = self.register_shm(fds)
@@ -174,7 +180,12 @@ class _Host:
             finally:
                 for fd in fds:
                     os.close(fd)
-            wire.send(self.sock, reply)
+            if binary and reply.get("ok"):  # the light path's reply: the four slots
+                slots = [None if o is None else ["v", o[0], o[1]] if isinstance(o, list) else ["m", o]
+                         for o in reply["out"]]  # fmt: skip
+                wire.send_body(self.sock, wire.pack_reply(slots))
+            else:
+                wire.send(self.sock, reply)
 
 
 def _warm_up() -> None:

@@ -3,10 +3,11 @@
 ``omg bench`` turns tracing on for a few requests after its paired
 measurement (never during it) and reads where the time went, measured, not
 subtracted: the normal world marks its steps here, the emulated TEE core
-and the TA's process theirs (the core collects the TA's with each reply,
-and hands all over on the hardware socket's ``trace`` op, as a development
-board's trace port would: the normal world of a product has no such
-port). Every mark is ``(stage, time.perf_counter_ns())``: ``CLOCK_MONOTONIC``,
+and the TA's process theirs (an invoke the core traces carries a flag to
+the TA's process, which keeps its marks until the core takes them), and
+the core hands all over on the hardware socket's ``trace`` op, as a
+development board's trace port would: the normal world of a product has
+no such port. Every mark is ``(stage, time.perf_counter_ns())``: ``CLOCK_MONOTONIC``,
 one clock for every process on the machine, so marks of different
 processes compare. Off, a mark costs one test of a flag.
 
@@ -66,14 +67,6 @@ def take() -> list[tuple[str, int]]:
     out = list(_marks)
     _marks.clear()
     return out
-
-
-def extend(marks: list) -> None:
-    """Marks another process made (the TA's, as the core receives them)."""
-    if on and isinstance(marks, list):
-        ok = [(str(m[0]), int(m[1])) for m in marks[:MAX_MARKS]
-              if isinstance(m, list) and len(m) == 2 and isinstance(m[1], int)]  # fmt: skip
-        _marks.extend(ok[: MAX_MARKS - len(_marks)])
 
 
 def breakdown(marks: list[tuple[str, int]]) -> dict:

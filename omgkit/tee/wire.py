@@ -134,30 +134,51 @@ def send_with_fds(sock: socket.socket, obj: Any, fds: list[int]) -> None:
 class FdReceiver:
     """Reads frames from a Unix socket and keeps the descriptors that came with them.
 
+    Buffered: one ``recvmsg`` of up to 64 KiB usually holds a whole small
+    frame, head and body (the unbuffered read took two calls a frame).
     ``take()`` hands the caller the descriptors received so far (it must
     close them); any it leaves are closed by ``close_all()``. More than
     ``MAX_FDS`` pending is refused (the peer could exhaust the table).
+    ``fds=False`` reads with plain ``recv`` (a peer that sends none).
     """
 
-    def __init__(self, sock: socket.socket):
+    CHUNK = 1 << 16
+
+    def __init__(self, sock: socket.socket, fds: bool = True):
         self.sock = sock
         self.fds: list[int] = []
+        self._with_fds = fds
+        self._buf = bytearray()
 
-    def _recv_exact(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            msg, fds, flags, _ = socket.recv_fds(self.sock, min(n - len(buf), 1 << 20), MAX_FDS)
-            self.fds += fds
-            if len(self.fds) > MAX_FDS or flags & socket.MSG_CTRUNC:
-                self.close_all()
-                raise TooManyFdsError(f"more than {MAX_FDS} file descriptors with a frame")
+    def _fill(self, n: int) -> None:
+        while len(self._buf) < n:
+            want = min(max(n - len(self._buf), self.CHUNK), 1 << 20)
+            if self._with_fds:
+                msg, fds, flags, _ = socket.recv_fds(self.sock, want, MAX_FDS)
+                self.fds += fds
+                if len(self.fds) > MAX_FDS or flags & socket.MSG_CTRUNC:
+                    self.close_all()
+                    raise TooManyFdsError(f"more than {MAX_FDS} file descriptors with a frame")
+            else:
+                msg = self.sock.recv(want)
             if not msg:
                 raise WireError("connection closed")
-            buf += msg
-        return bytes(buf)
+            self._buf += msg
+
+    def recv_body(self, max_frame: int = MAX_FRAME) -> bytes:
+        """One frame's body, undecoded (:class:`FrameTooLargeError` over ``max_frame``)."""
+        self._fill(4)
+        (n,) = struct.unpack_from(">I", self._buf)
+        if n > max_frame:
+            raise FrameTooLargeError(f"a frame of {n:,} bytes is over this channel's {max_frame:,}")
+        self._fill(4 + n)
+        body = bytes(self._buf[4 : 4 + n])
+        del self._buf[: 4 + n]
+        return body
 
     def recv(self, max_frame: int = MAX_FRAME, max_items: int = MAX_ITEMS) -> tuple[Any, bytes]:
-        return read_frame(self._recv_exact, max_frame, max_items)
+        body = self.recv_body(max_frame)
+        return decode_body(body, max_items), struct.pack(">I", len(body)) + body
 
     def take(self) -> list[int]:
         fds, self.fds = self.fds, []
@@ -169,6 +190,140 @@ class FdReceiver:
                 os.close(fd)
             except OSError:
                 pass
+
+
+# -- the light request path: an invoke and its reply as fixed binary layouts --
+#
+# A frame's body is a CBOR map, or one of these two (told apart by the first
+# byte: a CBOR map's head is 0xa0-0xbf). Only an invoke whose parameters are
+# values, windows of registered shared memory and outputs goes this way (the
+# hot path: classify); one with a temporary memref, and every error reply,
+# stays CBOR. Decoding is one struct unpack and every field is checked:
+# docs/protocol.md, "The light request path".
+
+INVOKE_TAG, REPLY_TAG = 0x01, 0x02
+FLAG_TRACE = 0x01
+"""Invoke flag, core to TA: trace this invoke (``omgkit.tee.trace``)."""
+SLOT_NONE, SLOT_VALUE, SLOT_SHM, SLOT_OUTPUT, SLOT_MEMREF = 0, 1, 2, 3, 4
+_INVOKE = struct.Struct(">BBHIII" + "BIII" * 4)
+INVOKE_SIZE = _INVOKE.size
+"""68 bytes: tag, flags, reserved (0), session, cmd, types; four slots of kind and three u32."""
+_REPLY_HEAD = struct.Struct(">BBH")
+_U32X2 = struct.Struct(">II")
+_U32 = struct.Struct(">I")
+
+
+def pack_invoke(session: int, cmd: int, types: int, params: list, flags: int = 0) -> bytes | None:
+    """An invoke as a binary frame body, or None when a slot needs CBOR (a temporary memref).
+
+    ``params`` are wire slots: None, ``["v", a, b]``, ``["s", shm, offset, size]``, ``["o", size]``."""
+    fields = [INVOKE_TAG, flags, 0, session, cmd, types]
+    for p in params:
+        if p is None:
+            fields += (SLOT_NONE, 0, 0, 0)
+        elif not isinstance(p, list) or not p:  # a temporary memref (bytes): CBOR
+            return None
+        elif p[0] == "v":
+            fields += (SLOT_VALUE, p[1], p[2], 0)
+        elif p[0] == "s":
+            fields += (SLOT_SHM, p[1], p[2], p[3])
+        elif p[0] == "o":
+            fields += (SLOT_OUTPUT, p[1], 0, 0)
+        else:
+            return None
+    try:
+        return _INVOKE.pack(*fields)
+    except struct.error:  # a field over 32 bits: CBOR carries it, and the TEE refuses it there
+        return None
+
+
+def unpack_invoke(body: bytes) -> dict:
+    """A binary invoke as the request map the CBOR path gives (``op: invoke``, wire slots).
+
+    :class:`MalformedFrameError` for a wrong size, tag, reserved field, flag or slot."""
+    if len(body) != INVOKE_SIZE:
+        raise MalformedFrameError(f"a binary invoke is {INVOKE_SIZE} bytes, not {len(body)}")
+    f = _INVOKE.unpack(body)
+    tag, flags, reserved, session, cmd, types = f[:6]
+    if tag != INVOKE_TAG or reserved or flags & ~FLAG_TRACE:
+        raise MalformedFrameError("a binary invoke with a wrong tag, flag or reserved field")
+    params: list = []
+    for i in range(6, 22, 4):
+        kind, a, b, c = f[i : i + 4]
+        if kind == SLOT_NONE and not (a or b or c):
+            params.append(None)
+        elif kind == SLOT_VALUE and not c:
+            params.append(["v", a, b])
+        elif kind == SLOT_SHM:
+            params.append(["s", a, b, c])
+        elif kind == SLOT_OUTPUT and not (b or c):
+            params.append(["o", a])
+        else:
+            raise MalformedFrameError(
+                f"a binary invoke's slot of kind {kind} with fields it cannot have"
+            )
+    return {"op": "invoke", "session": session, "cmd": cmd, "types": types, "params": params,
+            "trace": bool(flags & FLAG_TRACE)}  # fmt: skip
+
+
+def pack_reply(slots: list) -> bytes:
+    """An invoke's successful reply as a binary body; ``slots``: None, ``["v", a, b]``, ``["m", bytes]``."""
+    out = [_REPLY_HEAD.pack(REPLY_TAG, 0, 0)]
+    for p in slots:
+        if p is None:
+            out.append(b"\0")
+        elif p[0] == "v":
+            out.append(bytes([SLOT_VALUE]) + _U32X2.pack(p[1], p[2]))
+        else:
+            out.append(bytes([SLOT_MEMREF]) + _U32.pack(len(p[1])) + bytes(p[1]))
+    return b"".join(out)
+
+
+def unpack_reply(body: bytes, max_output: int = C.MAX_OUTPUT) -> list:
+    """A binary reply's four slots (None, ``["v", a, b]``, ``["m", bytes]``), every length checked
+    against what remains and against ``max_output`` (:class:`MalformedFrameError`)."""
+    if len(body) < 4 + 4 or body[0] != REPLY_TAG or body[1] or body[2] or body[3]:
+        raise MalformedFrameError("not a binary reply")
+    pos, slots = 4, []
+    for _ in range(4):
+        if pos >= len(body):
+            raise MalformedFrameError("a binary reply ends before its four slots")
+        kind, pos = body[pos], pos + 1
+        if kind == SLOT_NONE:
+            slots.append(None)
+        elif kind == SLOT_VALUE and pos + 8 <= len(body):
+            a, b = _U32X2.unpack_from(body, pos)
+            slots.append(["v", a, b])
+            pos += 8
+        elif kind == SLOT_MEMREF and pos + 4 <= len(body):
+            (n,) = _U32.unpack_from(body, pos)
+            pos += 4
+            if n > max_output or n > len(body) - pos:
+                raise MalformedFrameError(
+                    f"a binary reply's output of {n} bytes (at most {max_output}, in the frame)"
+                )
+            slots.append(["m", body[pos : pos + n]])
+            pos += n
+        else:
+            raise MalformedFrameError(f"a binary reply's slot of kind {kind}, or cut short")
+    if pos != len(body):
+        raise MalformedFrameError(f"{len(body) - pos} bytes after a binary reply's slots")
+    return slots
+
+
+def decode_any(body: bytes, max_items: int = MAX_ITEMS) -> dict:
+    """A frame's body, whichever its encoding: a binary invoke as its request map, a binary
+    reply as ``{ok: True, params}``, anything else as a CBOR map (:func:`decode_body`)."""
+    if body[:1] == b"\x01":
+        return unpack_invoke(body)
+    if body[:1] == b"\x02":
+        return {"ok": True, "params": unpack_reply(body)}
+    return decode_body(body, max_items)
+
+
+def send_body(sock: socket.socket, body: bytes) -> None:
+    """One frame of an already encoded body."""
+    sock.sendall(struct.pack(">I", len(body)) + body)
 
 
 # -- errors on the wire: the one error path (omg_ta.errors.to_result / from_result) --

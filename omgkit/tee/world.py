@@ -199,17 +199,30 @@ class _TaProcess:
         self.services: _Services | None = None
 
     def _exchange(
-        self, req: dict, services: _Services | None, fds: list[int] | None = None
+        self,
+        req: dict | None,
+        services: _Services | None,
+        fds: list[int] | None = None,
+        max_items: int | None = None,
     ) -> dict:
         """Send a request; answer the TA's service calls until its reply comes."""
         w = self._wire
-        if fds:
+        if req is None:  # sent already
+            pass
+        elif fds:
             w.send_with_fds(self.sock, req, fds)
         else:
             w.send(self.sock, req)
         while True:
             try:
-                msg, _ = self.rx.recv(w.TEE_MAX_FRAME + (1 << 20), w.HW_MAX_ITEMS + 64)
+                body = self.rx.recv_body(w.TEE_MAX_FRAME + (1 << 20))
+                if body[:1] == b"\x02":  # the light path's reply: the TA's four slots
+                    trace.mark("k.from_ta")
+                    out = [None if p is None else p[1] if p[0] == "m" else (p[1], p[2])
+                           for p in w.unpack_reply(body)]  # fmt: skip
+                    self.rx.close_all()  # a TA sends the core no descriptors
+                    return {"ok": True, "out": out}
+                msg = w.decode_body(body, max_items or w.HW_MAX_ITEMS + 64)
             except (w.WireError, ConnectionError, OSError):
                 self.kill()
                 raise TeeError(
@@ -217,9 +230,7 @@ class _TaProcess:
                 ) from None
             self.rx.close_all()  # a TA sends the core no descriptors
             if "svc" not in msg:
-                if trace.on:
-                    trace.mark("k.from_ta")
-                    trace.extend(msg.pop("trace", []))
+                trace.mark("k.from_ta")
                 w.raise_for(msg)
                 return msg
             try:
@@ -229,6 +240,19 @@ class _TaProcess:
                 w.send(self.sock, {"ok": True, "value": value})
             except Exception as e:  # a failed service call is the TA's to handle
                 w.send(self.sock, w.error_reply(e))
+
+    def _exchange_body(self, body: bytes) -> dict:
+        self._wire.send_body(self.sock, body)
+        return self._exchange(None, self.services)
+
+    def take_marks(self) -> list:
+        """The trace marks the TA's process made (``omgkit.tee.trace``), and forget them."""
+        with self.lock:
+            r = self._exchange(
+                {"op": "trace_take"}, self.services, max_items=3 * trace.MAX_MARKS + 16
+            )
+        marks = r.get("marks")
+        return marks if isinstance(marks, list) else []
 
     def load(self, files: dict[str, bytes], services: _Services) -> None:
         self.services = services
@@ -252,11 +276,17 @@ class _TaProcess:
                     wire_params.append(["v", p[0], p[1]])
                 else:
                     wire_params.append(p)
-            req = {"op": "invoke", "cmd": cmd, "types": types, "params": wire_params}
-            if trace.on:
-                req["trace"] = True
+            slots = [["o", p] if isinstance(p, int) else p for p in wire_params]
+            body = self._wire.pack_invoke(
+                0, cmd, types, slots, self._wire.FLAG_TRACE if trace.on else 0
+            )
             trace.mark("k.to_ta")
-            r = self._exchange(req, self.services)
+            if body is not None:  # the light path, where it fits
+                r = self._exchange_body(body)
+            else:
+                req = {"op": "invoke", "cmd": cmd, "types": types, "params": wire_params,
+                       "trace": trace.on}  # fmt: skip
+                r = self._exchange(req, self.services)
         out = r.get("out")
         if not isinstance(out, list) or len(out) != 4:
             raise BadParametersError("the TA's reply has not four slots")
@@ -347,6 +377,18 @@ class SecureWorld:
             except Exception:  # noqa: BLE001 - the process goes either way
                 pass
             ta.close()
+
+    def ta_marks(self) -> list:
+        """Every open session's TA process's trace marks (the trace port, ``omgkit.tee.trace``)."""
+        with self._lock:
+            tas = list(self.sessions.values())
+        out: list = []
+        for t in tas:
+            try:
+                out += t.take_marks()
+            except Exception:  # noqa: BLE001 - a session ending meanwhile has no marks to give
+                pass
+        return out
 
     def ta_status(self) -> list[dict]:
         """Each open session's TA process: pid and what confines it (harness and bench)."""
