@@ -69,6 +69,7 @@ demo: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 	$(BIN)/omg bench --board emu://demo --json $(DEMO_DIR)/bench_board.json
 	$(BIN)/omg board down demo
 	@echo "demo: results in $(DEMO_DIR)/ (evaluation.json, confusion_int8.png, guard/)"
+	@echo "demo: its board lives in OMG_HOME=$(OMG_HOME): OMG_HOME=$(OMG_HOME) omg board list"
 
 reproduce: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 	$(BIN)/omg reproduce --profile $(or $(REPRO_PROFILE),paper) --model $(MODEL) --artifacts $(ART) --results results --optee
@@ -79,7 +80,9 @@ reproduce: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 lab: export OMG_HOME := $(abspath $(ART))/omg-home
 lab: $(STAMP) $(SYSDEPS_STAMP)
 	@echo "lab: open the URL below, then notebooks 01 to 06 in order (Ctrl-C stops the server)"
+	@echo "lab: notebooks are saved without their outputs (omgkit/lab.py): the committed ones stay clean"
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.open_browser=False \
+	  --FileContentsManager.pre_save_hook=omgkit.lab.scrub_outputs \
 	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # kick the tires: the whole chain on the tiny profile, a few minutes

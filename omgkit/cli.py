@@ -219,8 +219,16 @@ def _cmd_board(a: argparse.Namespace) -> int:
         for st in boards:
             print(f"{st['url']:<20} {'up' if st['up'] else 'down':<5} {st['kind']:<11} port {st['port']}"
                   + (f"  {st['tee']}" if st.get("tee") else ""))  # fmt: skip
-        if not boards:
-            print("no boards; `omg board create NAME [--kind optee-qemu]` makes one")
+        from pathlib import Path
+
+        from .board.home import home as omg_home
+
+        home = omg_home()
+        print(f"{len(boards)} board(s) in {home} (OMG_HOME)" if boards else
+              f"no boards in {home} (OMG_HOME); `omg board create NAME [--kind optee-qemu]` makes one")  # fmt: skip
+        demo = Path("artifacts/omg-home").resolve()  # make demo's and make lab's (Makefile)
+        if demo.is_dir() and demo != home.resolve():
+            print(f"`make demo` keeps its boards apart: OMG_HOME={demo} omg board list")
     elif c == "trust":
         from .board import trust
 
@@ -254,6 +262,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from .kws.audio import read_clip
 
     names: list[str] = []
+    engines: list[str] = []
     if a.data:
         from .kws.dataset import load_dataset
 
@@ -261,6 +270,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         items = ds.select(a.split)
         audio, truth = ds.load(items)
         names = [it.path for it in items]
+        engines = [it.engine for it in items]
     elif a.clips:
         audio = np.stack([read_clip(p, trim=True) for p in a.clips])
         truth = None
@@ -276,9 +286,17 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if truth is None or a.verbose:
         for n, lab in zip(names, labels, strict=True):
             print(f"{n}: {names_of[lab]}")
+    by_engine: dict[str, float] = {}
+    acc = None
     if truth is not None:
-        acc = float(np.mean(np.asarray(labels) == truth))
-        print(f"{len(labels)} clips of {a.split}: accuracy {acc:.4f} on the board")
+        hit = np.asarray(labels) == truth
+        acc = float(np.mean(hit))
+        print(f"{len(labels)} clips of {a.split}, every engine's: accuracy {acc:.4f} on the board")
+        if engines:  # a voice the model never heard scores lower: say which
+            eng = np.asarray(engines)
+            by_engine = {e: float(np.mean(hit[eng == e])) for e in sorted(set(engines))}
+            print("  by engine: " + ", ".join(f"{e} {v:.4f} ({int(np.sum(eng == e))})" for e, v in by_engine.items())
+                  + "\n  (omg evaluate scores a run without the engine it held out of training, and that one apart)")  # fmt: skip
     print(f"initialization {t['initialization_seconds'] * 1000:.0f} ms, operation {t['operation_seconds']:.2f} s, "
           f"round trip {t['rtt_median_ms']:.2f} ms (median); TEE: {t['tee']}, audio through {t['source']}")  # fmt: skip
     if same is not None:
@@ -289,7 +307,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
         from .util import atomic_write_text
 
         out = {"tee": t["tee"], "clips": len(labels), "labels_equal_plain": same == len(labels) if plain else None,
-               "labels_equal_plain_count": same, "labels": labels, "plain_labels": plain, "names": names, **t}  # fmt: skip
+               "labels_equal_plain_count": same, "labels": labels, "plain_labels": plain, "names": names,
+               "accuracy": acc, "accuracy_by_engine": by_engine, **t}  # fmt: skip
         atomic_write_text(a.json, json.dumps(out) + "\n")
     return 0
 
@@ -386,6 +405,22 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     return 0
 
 
+URL_HELP = (
+    "a board: emu://NAME (made by `omg board create NAME`), or "
+    "ssh://user@host:port/ROOT?python=PATH&key=PATH (any board over SSH; pin its host key "
+    "first with `omg board trust URL`)"
+)
+VENDOR_DIR = "the vendor's directory (omg vendor init)"
+
+
+def _profile_clips(p) -> int:
+    """About how many clips a corpus profile makes: each speaker says every keyword, and
+    ``unknown_per_speaker`` other words (the silence class is cut from noise on top)."""
+    from .kws.labels import KEYWORDS
+
+    return sum(p.speakers.values()) * (len(KEYWORDS) + p.unknown_per_speaker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from omg_ta.runtime import RUNTIMES
 
@@ -410,13 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         default="quick",
         choices=list(PROFILES),
-        help="corpus size (tiny: tests; quick: ~6k clips; paper: >=1000 clips per keyword)",
+        help="corpus size: "
+        + "; ".join(f"{k}: ~{_profile_clips(v):,} clips" for k, v in PROFILES.items()),
     )
     s.add_argument(
         "--out", default="artifacts/corpus-quick", help="output directory (resumes if it exists)"
     )
     s.add_argument("--engines", help="comma-separated subset of engines (default: all found)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--seed", type=int, default=0, help="random seed: speakers, words, noise (default 0)"
+    )
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_synth)
@@ -426,10 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="download Speech Commands v0.02 (needs internet)",
         description="Download and verify a dataset, or check a local copy.",
     )
-    f.add_argument("dataset", choices=["speech-commands"])
-    f.add_argument("--out", default="artifacts/speech_commands_v0.02")
+    f.add_argument(
+        "dataset", choices=["speech-commands"], help="the dataset (Speech Commands v0.02, 2.3 GB)"
+    )
+    f.add_argument("--out", default="artifacts/speech_commands_v0.02",
+                   help="where to download and extract it (default: %(default)s)")  # fmt: skip
     f.add_argument("--data-dir", help="an already extracted copy to check and use instead")
-    f.add_argument("--quiet", action="store_true")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_cmd_fetch)
 
     t = sub.add_parser(
@@ -438,14 +479,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="corpus directory (Speech Commands layout)")
     t.add_argument("--out", required=True, help="run directory to write")
     t.add_argument("--model", default="ds_cnn_s", help=f"one of: {', '.join(MODELS)}")
-    t.add_argument("--features", default="mfcc", choices=["mfcc", "logmel"])
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--augment-copies", type=int, default=2)
+    t.add_argument("--features", default="mfcc", choices=["mfcc", "logmel"],
+                   help="the frontend: mfcc (49x10, the paper's) or logmel (49x40, micro_speech's)")  # fmt: skip
+    t.add_argument(
+        "--epochs", type=int, default=40, help="at most this many (early stopping; default 40)"
+    )
+    t.add_argument(
+        "--batch-size", type=int, default=64, help="clips per training step (default 64)"
+    )
+    t.add_argument("--augment-copies", type=int, default=2,
+                   help="augmented copies of each training clip: noise, shift, gain (default 2)")  # fmt: skip
     t.add_argument(
         "--holdout-engine", default="auto", help="engine kept out of training: auto, none or a name"
     )
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--seed", type=int, default=0, help="random seed of initialization and augmentation"
+    )
     t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser(
@@ -454,9 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert model.keras of a run to TFLite builtins only.",
     )
     c.add_argument("--run", required=True, help="run directory made by `omg train`")
-    c.add_argument(
-        "--quantization", nargs="+", default=["float32", "int8"], choices=["float32", "int8"]
-    )
+    c.add_argument("--quantization", nargs="+", default=["float32", "int8"], choices=["float32", "int8"],
+                   help="the models to write (default: both; int8 is what the TA runs)")  # fmt: skip
     c.set_defaults(func=_cmd_convert)
 
     e = sub.add_parser(
@@ -464,10 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="accuracy per split, held-out engine, runtime agreement",
         description="Evaluate the converted models of a run.",
     )
-    e.add_argument("--run", required=True)
+    e.add_argument("--run", required=True, help="a converted run (omg convert)")
     e.add_argument("--json", help="also write the results to this path")
     e.add_argument("--data", help="corpus to evaluate on (default: the one trained on)")
-    e.add_argument("--no-plots", action="store_true")
+    e.add_argument("--no-plots", action="store_true", help="no confusion matrices (PNG) in the run")
     e.set_defaults(func=_cmd_evaluate)
 
     g = sub.add_parser("guard", help="the model guard on an emulated TEE").add_subparsers(
@@ -500,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                       description="emulated: SSH keys and the Python TEE's device state. optee-qemu: builds "
                                   "(or finds) the OP-TEE image from Debian, then the board's HUK, host key "
                                   "and data disk.")  # fmt: skip
-    bc.add_argument("name")
+    bc.add_argument("name", help="the board's name: its URL is emu://NAME")
     bc.add_argument("--kind", default="emulated", choices=["emulated", "optee-qemu"],
                     help="emulated (a Python TEE) or optee-qemu (OP-TEE in QEMU)")  # fmt: skip
     bc.add_argument("--port", type=int, help="SSH port on 127.0.0.1 (default: a free one)")
@@ -510,16 +558,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "is it up; its kind, port, device id or TEE version"),
     ):
         bp = b.add_parser(name, help=text)
-        bp.add_argument("name")
+        bp.add_argument("name", help="a board made by `omg board create` (omg board list)")
         if name == "status":
-            bp.add_argument("--json", action="store_true")
+            bp.add_argument("--json", action="store_true", help="as JSON")
     b.add_parser("list", help="every local board")
     bt = b.add_parser("trust", help="fetch a board's SSH host key, show its fingerprint and pin it")
-    bt.add_argument("url")
+    bt.add_argument("url", help=URL_HELP)
     bi = b.add_parser(
         "init-device", help="give an SSH board without OP-TEE the emulated TEE's device state"
     )
-    bi.add_argument("url")
+    bi.add_argument("url", help=URL_HELP)
     for sp in b.choices.values():
         sp.set_defaults(func=_cmd_board)
 
@@ -528,10 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seal a run's model, deploy it and the TA to a board, provision it",
         description="Deploy atomically over SFTP, then attest, license and provision on the board.",
     )
+    d.add_argument("--board", required=True, help=URL_HELP)
     d.add_argument(
-        "--board", required=True, help="emu://NAME or ssh://user@host:port/root?python=..."
+        "--run", default="artifacts/demo", help="a converted run (default: `make demo`'s)"
     )
-    d.add_argument("--run", default="artifacts/demo")
     d.add_argument(
         "--version",
         type=int,
@@ -539,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="model version, monotonic on each device (default: the version this model was "
         "sealed under, or the next unused one)",
     )
-    d.add_argument("--kem", default="X25519", choices=["X25519", "MLKEM768-X25519"])
+    d.add_argument("--kem", default="X25519", choices=["X25519", "MLKEM768-X25519"],
+                   help="key transport for the license (MLKEM768-X25519: post-quantum hybrid)")  # fmt: skip
     d.set_defaults(func=_cmd_deploy)
 
     r = sub.add_parser(
@@ -547,10 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="classify clips on a board through its secure microphone",
         description="Initialize the deployed model in the board's TEE and classify.",
     )
-    r.add_argument("--board", required=True)
+    r.add_argument("--board", required=True, help=URL_HELP)
     r.add_argument("clips", nargs="*", help="WAV files")
     r.add_argument("--data", help="a corpus: classify a whole split (evaluation mode)")
-    r.add_argument("--split", default="testing", choices=["training", "validation", "testing"])
+    r.add_argument("--split", default="testing", choices=["training", "validation", "testing"],
+                   help="the split of --data to classify (default: testing)")  # fmt: skip
     r.add_argument(
         "--buffer",
         action="store_true",
@@ -563,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser(
         "bench",
         help="plain against guarded, per phase; round trips to a board",
-        description="Measure side by side in one run, interleaved; never asserted.",
+        description="Plain against guarded in paired blocks, each ratio with its 95 %% interval, CPU "
+        "time and where a guarded request's time goes; measured, never asserted.",
     )
     be.add_argument("--run", help="a converted run: plain against guarded (on a local emulated TEE; "
                     "on the board itself when --board is an OP-TEE board with this run deployed)")  # fmt: skip
@@ -582,7 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "the default), or on a CPU of its own (split)")  # fmt: skip
     be.add_argument("--clips", type=int, default=64,
                     help="test clips per batch on an OP-TEE board (default 64; QEMU is slow)")  # fmt: skip
-    be.add_argument("--json")
+    be.add_argument(
+        "--json", help="write every figure here (ratios, intervals, CPU time, breakdown)"
+    )
     be.set_defaults(func=_cmd_bench)
 
     pl = sub.add_parser(
@@ -593,9 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
         "TA_STACK_SIZE and TA RAM. Exit 1 if it does not fit.",
     )
     pl.add_argument("--run", required=True, help="a converted run")
-    pl.add_argument(
-        "--target", default="optee-qemu", choices=["optee-qemu", "hikey960", "optee-example"]
-    )
+    pl.add_argument("--target", default="optee-qemu", choices=["optee-qemu", "hikey960", "optee-example"],
+                    help="the TEE whose limits count (default: optee-qemu)")  # fmt: skip
     pl.add_argument(
         "--json",
         help="also write the figures here (ta_heap_bytes, ta_stack_bytes, arena_bytes, fits)",
@@ -607,11 +659,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="the paper artifact: corpus to benchmark, resumable",
         description="Run every step whose output is missing; write results/<parameters>.json/.md/.png.",
     )
-    rp.add_argument("--profile", default="paper")
-    rp.add_argument("--model", default="ds_cnn_s")
-    rp.add_argument("--seed", type=int, default=0)
-    rp.add_argument("--artifacts", default="artifacts")
-    rp.add_argument("--results", default="results")
+    rp.add_argument("--profile", default="paper", choices=list(PROFILES),
+                    help="corpus profile (default: paper; tiny for a quick check)")  # fmt: skip
+    rp.add_argument(
+        "--model", default="ds_cnn_s", help=f"one of: {', '.join(MODELS)} (default ds_cnn_s)"
+    )
+    rp.add_argument("--seed", type=int, default=0, help="corpus and training seed (default 0)")
+    rp.add_argument(
+        "--artifacts", default="artifacts", help="corpus and run directories (default: %(default)s)"
+    )
+    rp.add_argument(
+        "--results",
+        default="results",
+        help="where the JSON, table and plots go (default: %(default)s)",
+    )
     rp.add_argument("--optee", action=argparse.BooleanOptionalAction, default=False,
                     help="also on an OP-TEE board in QEMU (board repro-optee): the second table")  # fmt: skip
     rp.add_argument("--optee-clips", type=int, default=128,
@@ -622,30 +683,35 @@ def build_parser() -> argparse.ArgumentParser:
         "vendor", help="the model vendor's keys, approvals, packages and service"
     ).add_subparsers(dest="vendor_command", required=True, metavar="ACTION")
     vi = v.add_parser("init", help="create a vendor directory (signing key, stores)")
-    vi.add_argument("dir")
+    vi.add_argument("dir", help=VENDOR_DIR)
     vt = v.add_parser("trust", help="trust a device manufacturer's root certificate (DER)")
-    vt.add_argument("dir")
-    vt.add_argument("root_cert")
+    vt.add_argument("dir", help=VENDOR_DIR)
+    vt.add_argument("root_cert", help="the manufacturer's root certificate, DER")
     va = v.add_parser("approve", help="approve a TA measurement")
-    va.add_argument("dir")
+    va.add_argument("dir", help=VENDOR_DIR)
     grp = va.add_mutually_exclusive_group(required=True)
     grp.add_argument("--measurement", help="hex SHA-256 measurement")
     grp.add_argument("--bundle", help="a TA bundle directory to measure")
     vs = v.add_parser("seal", help="encrypt and sign a run's model into a package")
-    vs.add_argument("dir")
-    vs.add_argument("--run", required=True)
-    vs.add_argument("--out", required=True)
-    vs.add_argument("--model-id", default="kws")
-    vs.add_argument("--version", type=int, default=1)
-    vs.add_argument("--quantization", default="int8", choices=["int8", "float32"])
+    vs.add_argument("dir", help=VENDOR_DIR)
+    vs.add_argument("--run", required=True, help="a converted run")
+    vs.add_argument("--out", required=True, help="the package to write (.omgpkg)")
+    vs.add_argument("--model-id", default="kws", help="the model's name in licenses (default kws)")
+    vs.add_argument(
+        "--version", type=int, default=1, help="the model version (rollback counters; default 1)"
+    )
+    vs.add_argument("--quantization", default="int8", choices=["int8", "float32"],
+                    help="which of the run's models (default int8)")  # fmt: skip
     vs.add_argument("--runtime", default="litert", choices=list(RUNTIMES),
                     help="the runtime the TA loads the model with")  # fmt: skip
     vv = v.add_parser("serve", help="serve nonces and licenses over HTTP")
-    vv.add_argument("dir")
-    vv.add_argument("--host", default="127.0.0.1")
-    vv.add_argument("--port", type=int, default=8750)
+    vv.add_argument("dir", help=VENDOR_DIR)
+    vv.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    vv.add_argument("--port", type=int, default=8750, help="port (default: %(default)s)")
     vl = v.add_parser("ledger", help="print every license issued (JSON lines)")
-    vl.add_argument("dir")
+    vl.add_argument("dir", help=VENDOR_DIR)
     for sp in (vi, vt, va, vs, vv, vl):
         sp.set_defaults(func=_cmd_vendor)
     return p

@@ -9,6 +9,8 @@ Operational errors say what happened and what to do. Security failures
 
 from __future__ import annotations
 
+import warnings
+
 from omg_ta import commands as C
 from omg_ta.errors import (
     ConfigError,
@@ -36,7 +38,22 @@ __all__ = [
 
 
 class OmgWarning(UserWarning):
-    """Input was usable but had to be converted (rate, channels, length)."""
+    """Input was usable but had to be converted (rate, channels, length).
+
+    Shown as one plain line, ``omgkit: <message>`` (:func:`_format_warning`), not
+    as Python's ``file:line: OmgWarning: ...`` with a line of our source."""
+
+
+_python_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    if isinstance(category, type) and issubclass(category, OmgWarning):
+        return f"omgkit: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _format_warning
 
 
 class AudioFormatError(OmgError, ValueError):

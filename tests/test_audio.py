@@ -44,6 +44,27 @@ def test_wrong_rate_is_resampled_with_warning(tmp_path):
     assert abs(np.argmax(spec) - 440) <= 2
 
 
+def test_a_conversion_notice_is_one_plain_line(tmp_path):
+    """Not Python's warning format with a line of our source (issue 14's newcomer)."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "44k.wav"
+    _wav(p, _tone(44100, 44100), 44100)
+    code = "import sys, warnings; from omgkit.kws.audio import read_clip; read_clip(sys.argv[1])"
+    r = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code, str(p)], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("omgkit: ")
+        and "resampled from 44100 Hz" in lines[0]
+    )
+    assert "OmgWarning" not in r.stderr and "warn(" not in r.stderr
+
+
 def test_stereo_is_mixed_with_warning(tmp_path):
     p = tmp_path / "stereo.wav"
     _wav(p, np.repeat(_tone(16000, 16000), 2), 16000, channels=2)

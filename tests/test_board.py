@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from omg_ta.frontend import Frontend
@@ -64,9 +65,18 @@ def test_deploy_and_run_equal_plain_inference(board_home, any_tiny_run, tiny_cor
     from conftest import run_omg  # the same through `omg run`, as a user runs it
 
     out = Path(emulator.status(name)["path"]) / "run.json"
-    run_omg("run", "--board", board, "--data", str(tiny_corpus), "--split", "testing",
-            "--json", str(out))  # fmt: skip
-    assert json.loads(out.read_text())["labels"] == plain.tolist()
+    r = run_omg("run", "--board", board, "--data", str(tiny_corpus), "--split", "testing",
+                "--json", str(out))  # fmt: skip
+    res = json.loads(out.read_text())
+    assert res["labels"] == plain.tolist()
+    # the accuracy says whose voices it is over, engine by engine (the held-out one apart)
+    items = ds.select("testing")
+    engines = sorted({it.engine for it in items})
+    assert sorted(res["accuracy_by_engine"]) == engines and "by engine: " in r.stdout
+    y = ds.load(items)[1]
+    for e in engines:
+        mine = [i for i, it in enumerate(items) if it.engine == e]
+        assert res["accuracy_by_engine"][e] == pytest.approx(float(np.mean(plain[mine] == y[mine])))
     again = deploy_run(board, release)  # same release: nothing sent, same version
     assert again["skipped"] and again["sent"] == [] and again["model"]["model_version"] == version
     newer = deploy_run(board, release, model_version=version + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from conftest import run_omg
@@ -221,3 +222,49 @@ def test_bench_reports_plain_against_guarded(any_tiny_run, tmp_path):
     assert "where a guarded clip's time goes" in r.stdout
     r = run_omg("bench", check=False)
     assert r.returncode == 2 and "--run RUN" in r.stderr
+
+
+def test_every_option_has_help_and_the_help_tells_the_truth(tiny_corpus):
+    """Issue 14's newcomer: options without help, no board URL forms, a wrong clip count."""
+    import argparse
+
+    from omgkit.cli import _profile_clips, build_parser
+    from omgkit.kws.corpus.synth import PROFILES
+
+    bare = []
+
+    def walk(parser, path):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    walk(sp, [*path, name])
+            elif not isinstance(a, argparse._HelpAction) and not a.help:
+                bare.append(f"{' '.join(path)} {a.option_strings or a.dest}")
+
+    walk(build_parser(), ["omg"])
+    assert bare == []
+    for cmd in (["run"], ["deploy"], ["board", "trust"]):
+        out = " ".join(run_omg(*cmd, "--help").stdout.split())  # as wrapped at any width
+        assert "emu://NAME" in out and "ssh://user@host:port/ROOT" in out, cmd
+    made = sum(json.loads((tiny_corpus / "corpus.json").read_text())["splits"].values())
+    said = _profile_clips(PROFILES["tiny"])
+    synth_help = " ".join(run_omg("data", "synth", "--help").stdout.split())
+    assert f"tiny: ~{said:,} clips" in synth_help
+    assert abs(said - made) <= 0.05 * made  # what the help says is what synthesis makes
+
+
+def test_board_list_names_its_home_and_the_demos(tmp_path):
+    """`make demo`'s boards live in artifacts/omg-home: a plain `omg board list` says so."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "artifacts" / "omg-home").mkdir(parents=True)
+    env = dict(os.environ, OMG_HOME=str(tmp_path / "home"))
+    omg = str(Path(sys.executable).with_name("omg"))
+    r = subprocess.run(
+        [omg, "board", "list"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"no boards in {tmp_path / 'home'} (OMG_HOME)" in r.stdout
+    assert f"OMG_HOME={tmp_path / 'artifacts' / 'omg-home'} omg board list" in r.stdout

@@ -161,3 +161,55 @@ def test_make_lab_serves_the_notebooks_with_a_python3_kernel(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
+
+
+def test_the_lab_saves_notebooks_without_outputs(tmp_path):
+    """A real Jupyter server with `make lab`'s pre-save hook: a notebook saved with outputs,
+    widget state and counts (as JupyterLab's autosave writes one) lands on disk clean."""
+    import re
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    recipe = (REPO / "Makefile").read_text().split("\nlab:", 1)[1]
+    hook = re.search(r"--FileContentsManager\.pre_save_hook=(\S+)", recipe)
+    assert hook and hook.group(1) == "omgkit.lab.scrub_outputs"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = str(Path(sys.executable).with_name("jupyter"))
+    srv = subprocess.Popen([exe, "server", f"--ServerApp.root_dir={tmp_path}", f"--ServerApp.port={port}",
+                            "--ServerApp.token=t", "--ServerApp.open_browser=False", "--allow-root",
+                            f"--FileContentsManager.pre_save_hook={hook.group(1)}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+        cell = nbformat.v4.new_code_cell("print('secret')", execution_count=3)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="secret\n")]
+        cell.metadata["execution"] = {"iopub.status.idle": "2026-12-02T00:00:00Z"}
+        nb.cells = [cell, nbformat.v4.new_markdown_cell("# title")]
+        body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/contents/x.ipynb?token=t",
+                                             data=body, method="PUT",
+                                             headers={"Content-Type": "application/json"})  # fmt: skip
+                urllib.request.urlopen(req, timeout=10).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or srv.poll() is not None:
+                    raise AssertionError(f"no Jupyter server: {srv.stderr.read1(4000)!r}") from None
+                time.sleep(0.3)
+    finally:
+        srv.terminate()
+        srv.wait(20)
+    saved = nbformat.read(tmp_path / "x.ipynb", as_version=4)
+    c = saved.cells[0]
+    assert c.source == "print('secret')" and c.outputs == [] and c.execution_count is None
+    assert "widgets" not in saved.metadata and "execution" not in c.metadata
+    assert saved.cells[1].source == "# title"
