@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -116,3 +117,54 @@ def timing_summary(xs: list[float]) -> dict:
     xs = sorted(xs)
     return {"median_ms": statistics.median(xs) * 1000, "p10_ms": xs[len(xs) // 10] * 1000,
             "p90_ms": xs[(len(xs) * 9) // 10] * 1000, "n": len(xs)}  # fmt: skip
+
+
+_NATIVE_NOISE = (
+    r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"  # absl's INFO and WARNING lines
+    r"|WARNING: All log messages before absl::InitializeLog"
+    r"|fully_quantize: \d"  # the TFLite converter's quantizer
+    r"|To enable the following instructions|This TensorFlow binary is optimized)"
+)
+
+
+@contextlib.contextmanager
+def native_stderr_filtered():
+    """Keep TensorFlow's native log lines (absl INFO/WARNING, oneDNN notices, the converter's
+    quantizer) off the user's screen: file descriptor 2 goes to a temporary file for the
+    block, and every other line is written back to ``sys.stderr`` afterwards (errors too)."""
+    import re
+
+    noise = re.compile(_NATIVE_NOISE)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no descriptor 2 to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [
+                ln
+                for ln in tmp.read().decode(errors="replace").splitlines()
+                if not noise.search(ln)
+            ]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
+def import_tensorflow():
+    """``tensorflow``, imported with its start-up log lines filtered (:func:`native_stderr_filtered`)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_filtered():
+        import tensorflow as tf
+    return tf

@@ -268,3 +268,38 @@ def test_board_list_names_its_home_and_the_demos(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"no boards in {tmp_path / 'home'} (OMG_HOME)" in r.stdout
     assert f"OMG_HOME={tmp_path / 'artifacts' / 'omg-home'} omg board list" in r.stdout
+
+
+def test_convert_prints_no_tensorflow_log_wall(tiny_run, tmp_path):
+    """TensorFlow's native start-up lines (absl, oneDNN) and the quantizer's were a red wall
+    on every `omg convert` (issue 14's newcomer)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    r = run_omg("convert", "--run", str(run))
+    assert "int8:" in r.stdout
+    for noise in ("I0000", "oneDNN", "absl", "fully_quantize"):
+        assert noise not in r.stderr, r.stderr
+
+
+def test_native_stderr_filter_keeps_what_is_not_noise():
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from omgkit.util import native_stderr_filtered\n"
+        "with native_stderr_filtered():\n"
+        "    os.write(2, b'I0000 00:00:1796231363.328334    6364 port.cc:153] oneDNN custom operations\\n')\n"
+        "    os.write(2, b'E0000 00:00:1796231363.3 6364 x.cc:1] a real error\\n')\n"
+        "    print('python says', file=sys.stderr)\n"
+        "    os.write(2, b'fully_quantize: 0, inference_type: 6\\n')\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.splitlines() == [
+        "E0000 00:00:1796231363.3 6364 x.cc:1] a real error",
+        "python says",
+        "after",
+    ]

@@ -29,7 +29,9 @@ def to_tflite(
     model: Any, quantization: str = "int8", representative: np.ndarray | None = None
 ) -> bytes:
     """Convert a Keras model (input ``(frames, features, 1)``) to a TFLite flatbuffer."""
-    import tensorflow as tf
+    from ..util import import_tensorflow, native_stderr_filtered
+
+    tf = import_tensorflow()
 
     if quantization not in QUANTIZATIONS:
         from ..errors import UnknownNameError
@@ -54,7 +56,11 @@ def to_tflite(
     try:
         # The converter prints its saved-model signature to stdout and warns
         # about input statistics it does not need; keep the CLI readable.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            warnings.catch_warnings(),
+            native_stderr_filtered(),
+        ):
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(conv.convert())
     except Exception as e:  # the converter raises several unrelated types
@@ -72,6 +78,9 @@ def convert_run(
     run_dir: str | os.PathLike, quantizations: tuple[str, ...] = QUANTIZATIONS
 ) -> dict[str, int]:
     """Convert ``model.keras`` of a run; writes ``model_<q>.tflite``. Returns sizes."""
+    from ..util import import_tensorflow
+
+    import_tensorflow()
     from tensorflow import keras
 
     run = RunDir(run_dir)

@@ -131,7 +131,9 @@ def train(
     y_va = audio["validation"][1]
     t_feat = time.perf_counter() - t0
 
-    import tensorflow as tf
+    from ..util import import_tensorflow
+
+    tf = import_tensorflow()  # its start-up log lines filtered
     from tensorflow import keras
 
     keras.utils.set_random_seed(s.seed)
