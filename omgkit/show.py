@@ -53,19 +53,48 @@ def table(rows: Mapping[str, Any] | Iterable[Mapping[str, Any]], title: str | No
     """A Markdown table from a dict (two columns) or from a list of dicts (one row each)."""
     from IPython.display import Markdown
 
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            v = f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
-        return str(v).replace("|", "\\|").replace("\n", " ")
+    return Markdown((f"**{title}**\n\n" if title else "") + "\n".join(_table_lines(rows)))
+
+
+def _cell(v: Any) -> str:
+    """A table cell: numbers rounded, a dict as ``key: value`` pairs and a list joined (not
+    their Python repr), and Markdown's specials escaped (``_silence_`` and ``__init__`` were
+    set in italics and bold)."""
+    if isinstance(v, bool) or v is None:
+        text = str(v)
+    elif isinstance(v, float):
+        text = f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
+    elif isinstance(v, Mapping):
+        text = "; ".join(f"{k}: {_plain(x)}" for k, x in v.items())
+    elif isinstance(v, (list, tuple, set)):
+        text = ", ".join(_plain(x) for x in v)
+    elif isinstance(v, bytes):
+        text = v.hex() if len(v) <= 32 else f"{v[:16].hex()}… ({len(v):,} bytes)"
+    else:
+        text = str(v)
+    text = text.replace("\n", " ")
+    for ch in "\\`*_[]<>|":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, bytes):
+        return v.hex() if len(v) <= 32 else f"{v[:16].hex()}… ({len(v):,} bytes)"
+    return str(v)
+
+
+def _table_lines(rows: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[str]:
+    cell = _cell
 
     if isinstance(rows, Mapping):
-        lines = ["| | |", "| --- | --- |"] + [f"| {cell(k)} | {cell(v)} |" for k, v in rows.items()]
-    else:
-        rows = list(rows)
-        cols = list(rows[0]) if rows else []
-        lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-        lines += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return Markdown((f"**{title}**\n\n" if title else "") + "\n".join(lines))
+        return ["| | |", "| --- | --- |"] + [f"| {cell(k)} | {cell(v)} |" for k, v in rows.items()]
+    rows = list(rows)
+    cols = list(rows[0]) if rows else []
+    lines = ["| " + " | ".join(cell(c) for c in cols) + " |", "|" + " --- |" * len(cols)]
+    return lines + ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
 
 
 def corpus_counts(ds) -> list[dict[str, Any]]:

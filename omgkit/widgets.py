@@ -100,6 +100,8 @@ class Walkthrough:
         self.initialized: dict | None = None
         self.result: dict | None = None
         self.log: list[StepResult] = []
+        self.listeners: list = []
+        """Called after every step and attack toggle: a UI stays current when code drives it."""
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, **kw) -> Walkthrough:
@@ -162,8 +164,24 @@ class Walkthrough:
         except OmgError as e:
             ok, summary, err = False, str(e) or type(e).__name__, type(e).__name__
         r = StepResult(step, ok, summary, err, time.perf_counter() - t)
+        if not ok and step == "classify":
+            self.result = None  # no label from a refused classification
         self.log.append(r)
+        self._changed()
         return r
+
+    def set_attack(self, key: str, on: bool) -> None:
+        """Stage (or drop) one of ``ATTACK_TOGGLES``; it takes effect when its step runs."""
+        if key not in ATTACK_TOGGLES:
+            from .errors import UnknownNameError
+
+            raise UnknownNameError("attack", key, list(ATTACK_TOGGLES))
+        self.attacks[key] = bool(on)
+        self._changed()
+
+    def _changed(self) -> None:
+        for fn in list(self.listeners):
+            fn()
 
     def _load_ta(self) -> str:
         self.close_session()
@@ -223,7 +241,7 @@ class Walkthrough:
         mic_feed(self.device, self.clips[name][None, :])
         r = self.host.classify_mic(1)
         label = self.initialized["labels"][r.labels[0]]  # the names the TA's package carries
-        self.result = {"clip": name, "label": label, "ms": r.seconds * 1000}
+        self.result = {"clip": name, "label": label, "ms": round(r.seconds * 1000, 1)}
         return f"the secure microphone heard {name!r}: the TA says {label!r}"
 
     # -- the panel -------------------------------------------------------------
@@ -237,7 +255,9 @@ class Walkthrough:
                       "min version": p.min_version, "budget": p.budget or "unlimited",
                       "scores leave the TA": p.scores}  # fmt: skip
         sealed = self.storage / SEALED
+        last = self.log[-1] if self.log else None
         return {
+            "last step": str(last) if last else None,
             "TA loaded": self.host is not None,
             "measurement": m.hex() if m else None,
             "measurement approved by the vendor": (m in self.lg.vendor.approved()) if m else None,
@@ -248,7 +268,9 @@ class Walkthrough:
             else None,
             "model decrypted in the TA": self.initialized is not None,
             "result": self.result,
-            "attacks on": [k for k, on in self.attacks.items() if on],
+            "attacks on": [
+                ATTACK_TOGGLES[k].split(" (")[0] for k, on in self.attacks.items() if on
+            ],
         }
 
     def close_session(self) -> None:
@@ -289,10 +311,11 @@ class WalkthroughUI:
         }
         for s, b in self.buttons.items():
             b.on_click(lambda _b, s=s: self.click(s))
-        self.toggles = {
-            k: W.Checkbox(value=False, description=d, indent=False)
+        self.toggles = {  # as wide as their labels (the default width cut them off)
+            k: W.Checkbox(value=walkthrough.attacks[k], description=d, indent=False,
+                          layout=W.Layout(width="auto"), style={"description_width": "initial"})
             for k, d in ATTACK_TOGGLES.items()
-        }
+        }  # fmt: skip
         for k, t in self.toggles.items():
             t.observe(lambda ch, k=k: self._toggle(k, ch["new"]), names="value")
         self.clip = W.Dropdown(options=list(walkthrough.clips), description="clip")
@@ -306,11 +329,12 @@ class WalkthroughUI:
             W.VBox(list(self.toggles.values())),
             self.status, self.panel, self.audio,
         ])  # fmt: skip
+        walkthrough.listeners.append(self.refresh)  # steps run from code show here too
         self.refresh()
 
     def _toggle(self, key: str, on: bool) -> None:
-        self.w.attacks[key] = bool(on)
-        self.refresh()
+        if self.w.attacks.get(key) != bool(on):
+            self.w.set_attack(key, on)
 
     def click(self, step: str) -> StepResult | None:
         try:
@@ -318,9 +342,6 @@ class WalkthroughUI:
         except StepOrderError as e:
             self.status.value = f"<span style='color:#a60'>{_esc(str(e))}</span>"
             return None
-        self.status.value = (
-            f"<span style='color:{'#070' if r.ok else '#b00'}'>{_esc(str(r))}</span>"
-        )
         if step == "classify" and r.ok:
             from IPython.display import Audio
 
@@ -332,6 +353,15 @@ class WalkthroughUI:
         return r
 
     def refresh(self) -> None:
+        """Buttons, toggles, status and panel from the walkthrough's state, however it changed."""
+        if self.w.log:
+            r = self.w.log[-1]
+            self.status.value = (
+                f"<span style='color:{'#070' if r.ok else '#b00'}'>{_esc(str(r))}</span>"
+            )
+        for k, t in self.toggles.items():
+            if t.value != self.w.attacks[k]:
+                t.value = self.w.attacks[k]
         for s, b in self.buttons.items():
             ok, why = self.w.can_run(s)
             b.disabled = not ok

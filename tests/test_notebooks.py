@@ -111,6 +111,8 @@ def test_notebooks_show_what_they_promise(executed):
         and "wrapped model key" in t3
         and images["03_encrypt_and_provision"] >= 1
     )
+    # the board's cell shows the board (inside an `if`), and the notebook stops it at the end
+    assert "**emulated board**" in t3 and "**emulated board, stopped**" in t3
     t4 = _text(executed["04_enclave_walkthrough"])
     assert "RollbackError" in t4 and "model decrypted in the TA" in t4
     assert "paper (Bayerl et al. 2020)" in _text(executed["05_overhead_and_accuracy"])

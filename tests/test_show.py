@@ -31,3 +31,16 @@ def test_figures_stay_outside_pyplot(tiny_run):
     before = plt.get_fignums()
     fig = show.plot_history(tiny_run)
     assert len(fig.axes) == 2 and plt.get_fignums() == before
+
+
+def test_table_cells_survive_markdown_and_show_no_python_reprs():
+    """`_silence_` was set in italics, `__init__` in bold, dicts shown as their repr (issue 14)."""
+    from omgkit.show import table
+
+    md = table({"classes": ["_silence_", "_unknown_"], "module": "__init__", "policy": {"budget": None,
+                "scores": False}, "pipe": "a|b", "hash": bytes(range(40)), "ms": 3.14159265})._repr_markdown_()  # fmt: skip
+    assert "\\_silence\\_, \\_unknown\\_" in md and "\\_\\_init\\_\\_" in md
+    assert (
+        "budget: None; scores: False" in md and "{" not in md and "[" not in md.replace("\\[", "")
+    )
+    assert "a\\|b" in md and "3.1416" in md and "… (40 bytes)" in md

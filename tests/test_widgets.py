@@ -121,3 +121,39 @@ def test_ui_buttons_follow_the_logic(walk):
     r = ui.click("classify")
     assert r is not None and r.ok and walk.result["clip"] == "no"
     assert len(ui.audio.outputs) == 1  # the clip's audio player
+
+
+def test_ui_follows_steps_run_from_code_and_shows_a_refusal(tiny_run, tmp_path):
+    """After Run All the widget was stale, a refused step left the last success on the panel,
+    and the panel showed raw keys, unrounded times and cut-off labels (issue 14's newcomer)."""
+    w = Walkthrough.from_run(
+        tiny_run, workdir=tmp_path / "w", clips={"z": np.zeros(CLIP_SAMPLES, np.int16)}
+    )
+    try:
+        ui = WalkthroughUI(w)
+        assert all(t.layout.width == "auto" for t in ui.toggles.values())
+        for s in ("load_ta", "attest", "provision", "initialize", "classify"):
+            w.run(s)  # from code, not clicks
+        assert "✔" in ui.status.value and "5 · classify" in ui.status.value
+        assert not ui.buttons["classify"].disabled
+        ms = w.result["ms"]
+        assert ms == round(ms, 1)
+        w.set_attack("replay_old_model", True)  # from code: the checkbox follows
+        assert ui.toggles["replay_old_model"].value is True
+        assert "replay the old model" in ui.panel.value and "replay_old_model" not in ui.panel.value
+        r = w.run("initialize")
+        assert not r.ok and r.error == "RollbackError"
+        assert "✘ RollbackError" in ui.status.value  # the refusal, not the last success
+        panel = w.panel()
+        assert (
+            panel["last step"].startswith("✘ RollbackError")
+            and panel["model decrypted in the TA"] is False
+        )
+        ui.toggles["replay_old_model"].value = False  # and the other way round
+        assert w.attacks["replay_old_model"] is False
+        from omgkit.errors import UnknownNameError
+
+        with pytest.raises(UnknownNameError):
+            w.set_attack("no_such_attack", True)
+    finally:
+        w.close()

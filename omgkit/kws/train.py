@@ -90,16 +90,24 @@ def resolve_holdout(ds: Dataset, name: str) -> str | None:
 
 
 def training_features(
-    ds: Dataset, audio: np.ndarray, labels: np.ndarray, s: TrainSettings, frontend: Frontend
-) -> tuple[np.ndarray, np.ndarray]:
-    """Clean + augmented copies of the training set, featurised."""
+    ds: Dataset, audio: np.ndarray, labels: np.ndarray, s: TrainSettings, frontend: Frontend,
+    *, show_progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Clean + augmented copies of the training set, featurised (a progress bar, one step a pass:
+    on the quick profile each pass takes a minute or more, and nothing else prints meanwhile)."""
+    from ..util import progress
+
     rng = np.random.default_rng([s.seed, 1])
     noise = [load_noise(ds.root / p) for p in ds.noise_files]
-    feats = [featurize(frontend, audio)]
-    speech = labels != 0
-    for _ in range(s.augment.copies):
-        aug = augment(audio, noise, rng, s.augment, is_speech=speech)
-        feats.append(featurize_augmented(s.frontend, aug, rng, s.augment, speech))
+    with progress(total=(s.augment.copies + 1) * len(audio), desc="features (clean, then augmented)",
+                  unit="clip", disable=not show_progress) as bar:  # fmt: skip
+        feats = [featurize(frontend, audio)]
+        bar.update(len(audio))
+        speech = labels != 0
+        for _ in range(s.augment.copies):
+            aug = augment(audio, noise, rng, s.augment, is_speech=speech)
+            feats.append(featurize_augmented(s.frontend, aug, rng, s.augment, speech))
+            bar.update(len(audio))
     return np.concatenate(feats), np.tile(labels, s.augment.copies + 1)
 
 
@@ -126,7 +134,7 @@ def train(
     holdout = resolve_holdout(ds, s.holdout_engine)
     frontend = Frontend(s.frontend)
     audio = ds.split_audio(holdout)
-    x_tr, y_tr = training_features(ds, *audio["training"], s, frontend)
+    x_tr, y_tr = training_features(ds, *audio["training"], s, frontend, show_progress=verbose != 0)
     x_va = featurize(frontend, audio["validation"][0])
     y_va = audio["validation"][1]
     t_feat = time.perf_counter() - t0
