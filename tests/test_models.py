@@ -49,3 +49,29 @@ def test_flex_op_is_refused_with_clear_error():
 def test_int8_needs_representative_data():
     with pytest.raises(ConversionError, match="representative"):
         to_tflite(build_model("tiny_conv", (49, 10), 12), "int8", None)
+
+
+def test_a_matching_run_is_reused_not_trained_again(tiny_run, tiny_corpus, tmp_path):
+    """Notebook 01 after `make demo`: the same settings on the same corpus copy the run."""
+    from omgkit.kws.augment import AugmentSettings
+    from omgkit.kws.run import RunDir
+    from omgkit.kws.train import TrainSettings, reuse_run
+
+    same = TrainSettings(epochs=4, augment=AugmentSettings(copies=1))  # conftest's _train_tiny
+    out = tmp_path / "run"
+    m = reuse_run(tiny_run, out, tiny_corpus, same)
+    assert m is not None and m["reused_from"] == str(tiny_run) and m["epochs_run"] >= 1
+    man = RunDir(out).manifest()
+    assert man.done("train") and not man.done("convert")  # conversion runs again, from the copy
+    assert (out / "model.keras").read_bytes() == (tiny_run / "model.keras").read_bytes()
+    # another setting, or another corpus: nothing is copied
+    other = tmp_path / "other"
+    assert (
+        reuse_run(
+            tiny_run, other, tiny_corpus, TrainSettings(epochs=5, augment=AugmentSettings(copies=1))
+        )
+        is None
+    )
+    assert not other.exists()
+    assert reuse_run(tiny_run, other, tmp_path / "no-corpus", same) is None
+    assert reuse_run(tmp_path / "nothing", other, tiny_corpus, same) is None

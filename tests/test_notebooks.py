@@ -54,7 +54,7 @@ def executed(tiny_corpus, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("nb-out")
     common = {"ARTIFACTS": str(art)}
     params = {
-        "01_data_and_training": {"PROFILE": "tiny", "EPOCHS": 3, "AUGMENT_COPIES": 1},
+        "01_data_and_training": {"PROFILE": "tiny", "EPOCHS": 3, "AUGMENT_COPIES": 1, "DEMO": None},
         "03_encrypt_and_provision": {"BOARD": "emu://nbtest"},
         "05_overhead_and_accuracy": {"N": 3, "REPEATS": 2},
     }

@@ -220,3 +220,47 @@ def train(
         files=["model.keras", "representative.npy"],
     )
     return metrics
+
+
+RUN_FILES = (
+    "manifest.json",
+    "model.keras",
+    "representative.npy",
+    "history.json",
+    "learning_curves.png",
+)
+"""A trained run's files (what training writes)."""
+
+
+def reuse_run(src: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike,
+              settings: TrainSettings) -> dict[str, Any] | None:  # fmt: skip
+    """Copy a trained run from ``src`` to ``out`` instead of training again, if it is the same
+    training: the same settings on the same corpus (by its fingerprint). Returns its metrics,
+    or None (nothing copied) when ``src`` is not such a run.
+
+    Notebook 01 uses it for `make demo`'s run: the same corpus and settings trained twice
+    took 10 to 20 minutes for nothing (issue 14's newcomer)."""
+    import shutil
+
+    from .run import RunDir
+
+    src_p, out_p = Path(src), Path(out)
+    if not (src_p / "manifest.json").is_file() or src_p.resolve() == out_p.resolve():
+        return None
+    try:
+        m = json.loads((src_p / "manifest.json").read_text())
+        same = (m["train"]["settings"] == json.loads(json.dumps(settings.to_dict()))  # as recorded
+                and m["data"]["fingerprint"] == load_dataset(data, seed=settings.seed).fingerprint())  # fmt: skip
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    if not same or not all((src_p / f).is_file() for f in ("model.keras", "representative.npy")):
+        return None
+    out_p.mkdir(parents=True, exist_ok=True)
+    (out_p / "manifest.json").unlink(missing_ok=True)  # a run here before is replaced whole
+    for f in RUN_FILES[1:]:  # the training step's files; conversion and evaluation run again
+        if (src_p / f).is_file():
+            shutil.copy2(src_p / f, out_p / f)
+    sections = {k: m[k] for k in ("train", "data", "labels")}
+    sections["train"] = {k: v for k, v in sections["train"].items() if k != "files"}
+    RunDir(out_p).update(sections, files=["model.keras", "representative.npy"])
+    return dict(m["train"]["metrics"], reused_from=str(src_p))

@@ -325,3 +325,15 @@ def synthesize(
         per_engine=dict(sorted(clips_per_engine.items())),
         seconds=time.perf_counter() - t0,
     )
+
+
+def corpus_made_as(path: str | os.PathLike, profile: str, seed: int) -> bool:
+    """Whether ``path`` holds a finished corpus that ``synthesize(path, profile, seed=seed)`` made:
+    one to use as it is (synthesizing again with other parameters would prune and remake it)."""
+    root = Path(path)
+    try:
+        m = json.loads((root / "corpus.json").read_text())
+    except (OSError, ValueError):
+        return False
+    made = m.get("profile", {}).get("name") if isinstance(m.get("profile"), dict) else None
+    return made == profile and m.get("seed") == seed and (root / "testing_list.txt").is_file()
