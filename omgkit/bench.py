@@ -239,7 +239,9 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 24, repeats: int =
     a single-clip block is ``block`` clips, a batch block ``batch_clips``
     clips. Both sides run on the CPU the TA gets (the TEE daemon's process
     tree is pinned to the last CPU, the plain app's process too; this
-    process, the normal world's client, to the others), with one BLAS
+    process, the normal world's client, on that CPU as well with
+    ``placement="shared"``, the default, as TrustZone runs the secure world
+    on the caller's core, or on the others with ``"split"``), with one BLAS
     thread and the same allocator policy. The plain side is an app of its
     own (``omgkit.plain_app``), measured there around its work.
     """
@@ -249,6 +251,8 @@ def guard_bench(run_dir, *, workdir=None, data=None, n: int = 24, repeats: int =
         from omg_ta.runtime import available_runtimes
 
         runtimes = tuple(available_runtimes(["litert", "tflm", "c"]))
+    if placement not in PLACEMENTS:
+        raise BenchError(f"placement {placement!r}: one of {', '.join(PLACEMENTS)}")
     if n < 2 or repeats < 1 or block < 1 or batch_clips < 1:
         raise BenchError(
             "the bench needs n >= 2 pairs, repeats >= 1, block >= 1 and batch clips >= 1"
