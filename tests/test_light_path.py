@@ -136,3 +136,48 @@ def test_a_binary_invoke_on_the_hardware_socket_is_refused(guard_world):
         wire.send_body(s, INVOKE_VECTOR)
         reply, _ = wire.recv(s)
     assert reply["ok"] is False and reply["code"] == BadParametersError.result_code
+
+
+def test_descriptors_belong_to_their_own_frame():
+    """A peer that sends two frames at once, descriptors with the second: the first frame
+    gets none (a read-ahead buffer used to hand them to it)."""
+    import os
+    import struct
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    r, w = os.pipe()
+    try:
+        first, second = wire.frame({"op": "one"}), wire.frame({"op": "two"})
+        a.sendall(first)
+        a.sendmsg([second], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", r))])
+        rx = wire.FdReceiver(b)
+        assert rx.recv()[0] == {"op": "one"} and rx.take() == []
+        assert rx.recv()[0] == {"op": "two"}
+        fds = rx.take()
+        assert len(fds) == 1
+        os.close(fds[0])
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+def test_the_normal_world_cannot_set_the_trace_flag():
+    flagged = INVOKE_VECTOR[:1] + bytes([wire.FLAG_TRACE]) + INVOKE_VECTOR[2:]
+    assert wire.decode_any(flagged)["trace"] is True  # core to TA
+    with pytest.raises(wire.MalformedFrameError):
+        wire.decode_any(flagged, invoke_flags=0)  # the daemon reads the client's so
+
+
+def test_the_core_passes_on_only_slots_the_request_had():
+    """A TA's process is not trusted to return only what fits (a value over 32 bits would
+    have failed the light path's encoder in the core and dropped the connection)."""
+    from omgkit.tee.world import _checked_slot
+
+    assert _checked_slot(64, b"labels") == b"labels" and _checked_slot(None, [1, 2]) == (1, 2)
+    assert _checked_slot(None, None) is None
+    for param, slot in ((None, b"bytes where no output was asked"), (None, [2**32, 0]), (None, [1]),
+                        (64, "text"), (64, [True, 0]), (None, [-1, 0])):  # fmt: skip
+        with pytest.raises(BadParametersError):
+            _checked_slot(param, slot)

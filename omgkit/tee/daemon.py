@@ -70,7 +70,7 @@ class _FrameHandler(socketserver.BaseRequestHandler):
                 try:
                     body = rx.recv_body(self.max_frame)
                     binary = body[:1] == b"\x01"
-                    req = wire.decode_any(body, self.max_items)
+                    req = wire.decode_any(body, self.max_items, invoke_flags=0)
                 except wire.FrameTooLargeError as e:
                     wire.send(self.request, error_reply(BadParametersError(str(e))))
                     return
@@ -88,8 +88,14 @@ class _FrameHandler(socketserver.BaseRequestHandler):
                 finally:
                     for fd in fds:  # what reply_to kept it has dup'ed or mapped
                         os.close(fd)
+                data = None
                 if binary and reply.get("ok") and "params" in reply:  # the light path's reply
-                    wire.send_body(self.request, wire.pack_reply(reply["params"]))
+                    try:
+                        data = wire.pack_reply(reply["params"])
+                    except Exception as e:  # noqa: BLE001 - what does not fit is an error reply
+                        reply = error_reply(e)
+                if data is not None:
+                    wire.send_body(self.request, data)
                 else:
                     wire.send(self.request, reply)
         except (ConnectionError, OSError):
@@ -258,6 +264,8 @@ class _HwHandler(_FrameHandler):
             on = _field(req, "on", bool)
             marks = [list(m) for m in trace.take()] + self.world.ta_marks()
             trace.enable(on)
+            if not on:  # what was marked while the TA processes answered
+                marks += [list(m) for m in trace.take()]
             return {"ok": True, "marks": marks}
         elif op != "ping":
             raise BadParametersError("unknown hardware op")

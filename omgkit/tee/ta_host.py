@@ -143,15 +143,15 @@ class _Host:
         trace.mark("t.entry")
         try:
             out = self.ta.invoke(req["cmd"], req["types"], args)
+            trace.mark("t.reply")
         finally:
+            trace.on = False
             for a in args:
                 if isinstance(a, memoryview):
                     try:
                         a.release()
                     except BufferError:
                         pass
-        trace.mark("t.reply")
-        trace.on = False
         return {"ok": True, "out": [list(o) if isinstance(o, tuple) else o for o in out]}
 
     def serve(self) -> None:
@@ -180,10 +180,16 @@ class _Host:
             finally:
                 for fd in fds:
                     os.close(fd)
+            data = None
             if binary and reply.get("ok"):  # the light path's reply: the four slots
-                slots = [None if o is None else ["v", o[0], o[1]] if isinstance(o, list) else ["m", o]
-                         for o in reply["out"]]  # fmt: skip
-                wire.send_body(self.sock, wire.pack_reply(slots))
+                try:
+                    slots = [None if o is None else ["v", o[0], o[1]] if isinstance(o, list) else ["m", o]
+                             for o in reply["out"]]  # fmt: skip
+                    data = wire.pack_reply(slots)
+                except Exception as e:  # noqa: BLE001 - a slot that does not fit: an error reply
+                    reply = wire.error_reply(e, who="ta")
+            if data is not None:
+                wire.send_body(self.sock, data)
             else:
                 wire.send(self.sock, reply)
 

@@ -51,21 +51,24 @@ FIRST = "c.begin"
 
 
 def enable(flag: bool = True) -> None:
-    """Turn tracing on or off here; the marks so far are dropped."""
-    global on
+    """Turn tracing on (the marks so far are dropped) or off (they stay, for :func:`take`)."""
+    global on, _marks
+    if flag:
+        _marks = []
     on = flag
-    _marks.clear()
 
 
 def mark(stage: str) -> None:
-    if on and len(_marks) < MAX_MARKS:
-        _marks.append((stage, time.perf_counter_ns()))
+    if on:
+        m = _marks
+        if len(m) < MAX_MARKS:
+            m.append((stage, time.perf_counter_ns()))
 
 
 def take() -> list[tuple[str, int]]:
-    """The marks so far (and forget them)."""
-    out = list(_marks)
-    _marks.clear()
+    """The marks so far (and forget them), in one swap: a mark made meanwhile is not lost."""
+    global _marks
+    out, _marks = _marks, []
     return out
 
 

@@ -134,12 +134,14 @@ def send_with_fds(sock: socket.socket, obj: Any, fds: list[int]) -> None:
 class FdReceiver:
     """Reads frames from a Unix socket and keeps the descriptors that came with them.
 
-    Buffered: one ``recvmsg`` of up to 64 KiB usually holds a whole small
-    frame, head and body (the unbuffered read took two calls a frame).
     ``take()`` hands the caller the descriptors received so far (it must
     close them); any it leaves are closed by ``close_all()``. More than
     ``MAX_FDS`` pending is refused (the peer could exhaust the table).
-    ``fds=False`` reads with plain ``recv`` (a peer that sends none).
+    With descriptors, it reads no byte past the current frame: descriptors
+    the kernel hands over with the next frame's bytes would be taken for
+    this one's. ``fds=False`` (a peer that sends none) reads ahead: one
+    ``recv`` of up to 64 KiB usually holds a whole small frame, head and
+    body (two calls a frame otherwise).
     """
 
     CHUNK = 1 << 16
@@ -152,15 +154,15 @@ class FdReceiver:
 
     def _fill(self, n: int) -> None:
         while len(self._buf) < n:
-            want = min(max(n - len(self._buf), self.CHUNK), 1 << 20)
             if self._with_fds:
+                want = min(n - len(self._buf), 1 << 20)
                 msg, fds, flags, _ = socket.recv_fds(self.sock, want, MAX_FDS)
                 self.fds += fds
                 if len(self.fds) > MAX_FDS or flags & socket.MSG_CTRUNC:
                     self.close_all()
                     raise TooManyFdsError(f"more than {MAX_FDS} file descriptors with a frame")
             else:
-                msg = self.sock.recv(want)
+                msg = self.sock.recv(min(max(n - len(self._buf), self.CHUNK), 1 << 20))
             if not msg:
                 raise WireError("connection closed")
             self._buf += msg
@@ -237,7 +239,7 @@ def pack_invoke(session: int, cmd: int, types: int, params: list, flags: int = 0
         return None
 
 
-def unpack_invoke(body: bytes) -> dict:
+def unpack_invoke(body: bytes, allowed_flags: int = FLAG_TRACE) -> dict:
     """A binary invoke as the request map the CBOR path gives (``op: invoke``, wire slots).
 
     :class:`MalformedFrameError` for a wrong size, tag, reserved field, flag or slot."""
@@ -245,7 +247,7 @@ def unpack_invoke(body: bytes) -> dict:
         raise MalformedFrameError(f"a binary invoke is {INVOKE_SIZE} bytes, not {len(body)}")
     f = _INVOKE.unpack(body)
     tag, flags, reserved, session, cmd, types = f[:6]
-    if tag != INVOKE_TAG or reserved or flags & ~FLAG_TRACE:
+    if tag != INVOKE_TAG or reserved or flags & ~allowed_flags:
         raise MalformedFrameError("a binary invoke with a wrong tag, flag or reserved field")
     params: list = []
     for i in range(6, 22, 4):
@@ -311,11 +313,12 @@ def unpack_reply(body: bytes, max_output: int = C.MAX_OUTPUT) -> list:
     return slots
 
 
-def decode_any(body: bytes, max_items: int = MAX_ITEMS) -> dict:
+def decode_any(body: bytes, max_items: int = MAX_ITEMS, invoke_flags: int = FLAG_TRACE) -> dict:
     """A frame's body, whichever its encoding: a binary invoke as its request map, a binary
-    reply as ``{ok: True, params}``, anything else as a CBOR map (:func:`decode_body`)."""
+    reply as ``{ok: True, params}``, anything else as a CBOR map (:func:`decode_body`).
+    ``invoke_flags``: the flags a binary invoke may carry here (none from the normal world)."""
     if body[:1] == b"\x01":
-        return unpack_invoke(body)
+        return unpack_invoke(body, invoke_flags)
     if body[:1] == b"\x02":
         return {"ok": True, "params": unpack_reply(body)}
     return decode_body(body, max_items)

@@ -175,6 +175,23 @@ class ShmWindow:
         self.memory, self.offset, self.size = memory, offset, size
 
 
+def _checked_slot(param: Any, o: Any) -> Any:
+    """One slot of a TA's reply, as the core passes it on: nothing, a value (two u32), or
+    bytes where the request had an output memref. A TA's process is not trusted to send only
+    these (a value over 32 bits, say, would fail the light path's encoder in the core)."""
+    if o is None:
+        return None
+    if (
+        isinstance(o, (list, tuple))
+        and len(o) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 32 for v in o)
+    ):
+        return (int(o[0]), int(o[1]))
+    if isinstance(o, bytes) and isinstance(param, int) and not isinstance(param, bool):
+        return o
+    raise BadParametersError("the TA's reply has a slot of a kind its request did not have")
+
+
 class _TaProcess:
     """One TA instance: a process of its own and the core's end of its channel."""
 
@@ -197,6 +214,7 @@ class _TaProcess:
         self.measurement = b""
         self.pid = self.proc.pid
         self.services: _Services | None = None
+        self.closed = False
 
     def _exchange(
         self,
@@ -248,11 +266,16 @@ class _TaProcess:
     def take_marks(self) -> list:
         """The trace marks the TA's process made (``omgkit.tee.trace``), and forget them."""
         with self.lock:
+            if self.closed:
+                return []
             r = self._exchange(
                 {"op": "trace_take"}, self.services, max_items=3 * trace.MAX_MARKS + 16
             )
         marks = r.get("marks")
-        return marks if isinstance(marks, list) else []
+        if not isinstance(marks, list):
+            return []
+        return [[m[0], m[1]] for m in marks if isinstance(m, list) and len(m) == 2
+                and isinstance(m[0], str) and isinstance(m[1], int) and not isinstance(m[1], bool)]  # fmt: skip
 
     def load(self, files: dict[str, bytes], services: _Services) -> None:
         self.services = services
@@ -290,13 +313,15 @@ class _TaProcess:
         out = r.get("out")
         if not isinstance(out, list) or len(out) != 4:
             raise BadParametersError("the TA's reply has not four slots")
-        return [tuple(o) if isinstance(o, list) else o for o in out]
+        return [_checked_slot(p, o) for p, o in zip(params, out, strict=True)]
 
     def close(self) -> None:
-        try:
-            self._wire.send(self.sock, {"op": "close"})
-        except OSError:
-            pass
+        with self.lock:  # not while the trace port reads this channel
+            self.closed = True
+            try:
+                self._wire.send(self.sock, {"op": "close"})
+            except OSError:
+                pass
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
