@@ -6,7 +6,9 @@ A frame is a 4-byte big-endian length and a CBOR map. Requests carry
 ``None``, ``["v", a, b]`` (value), ``["m", bytes]`` (temporary memref),
 ``["s", shm, offset, size]`` (window of registered shared memory, a sealed memfd) or
 ``["o", max_size]`` (output memref); replies fill output slots with
-``["v", a, b]`` or ``["m", bytes]``. docs/protocol.md describes the ops.
+``["v", a, b]`` or ``["m", bytes]``. An invoke without a temporary memref,
+and its successful reply, may instead be a fixed binary layout (the light
+request path, below). docs/protocol.md describes the ops and both layouts.
 """
 
 from __future__ import annotations
