@@ -152,6 +152,16 @@ class GuardWorld:
     def host(self, name: str, storage: str | None = None, **kw):
         return self.local.host(name, storage, **kw)
 
+    def prepared(self, name: str, version: int = 1, *, recorder=None, **prepare_kw):
+        """A host on a fresh device, prepared over the vendor's HTTP service, package installed."""
+        from omgkit.guard import VendorClient, VendorServer
+
+        g = self.host(name, recorder=recorder)
+        with VendorServer(self.vendor) as srv:
+            g.prepare(VendorClient(srv.url), model_id="kws", model_version=version, **prepare_kw)
+        g.install_package(self.packages[version])
+        return g
+
     def close(self) -> None:
         self.local.close()
 

@@ -41,15 +41,6 @@ from omgkit.tee import TeeDaemon, mic_feed, set_clock_offset
 from omgkit.tee.bundle import sign_bundle
 
 
-def _prepared(world, name: str, version: int = 1, **kw):
-    """A host on a fresh device, prepared over the vendor's HTTP service, package installed."""
-    g = world.host(name)
-    with VendorServer(world.vendor) as srv:
-        g.prepare(VendorClient(srv.url), model_id="kws", model_version=version, **kw)
-    g.install_package(world.packages[version])
-    return g
-
-
 @pytest.fixture(scope="module")
 def clips(tiny_corpus):
     from omgkit.kws.dataset import load_dataset
@@ -92,7 +83,7 @@ def test_initialize_from_shared_memory(guard_world):
     from omgkit.guard.host import LICENSE, PACKAGE, SEALED
     from omgkit.tee.client import Output
 
-    g = _prepared(guard_world, "dev-shm-inputs")
+    g = guard_world.prepared("dev-shm-inputs")
     blobs = [(g.storage / n).read_bytes() for n in (SEALED, LICENSE, PACKAGE)]
     shm = g.ctx.allocate_shared_memory(sum(map(len, blobs)))
     windows, off = [], 0
@@ -109,7 +100,7 @@ def test_initialize_from_shared_memory(guard_world):
 @pytest.fixture(scope="module")
 def world_ready(any_guard_world):
     """A prepared device, on each frontend (MFCC and log-mel)."""
-    g = _prepared(any_guard_world, "dev-main")
+    g = any_guard_world.prepared("dev-main")
     yield any_guard_world, g
     g.close()
 
@@ -132,7 +123,7 @@ def test_offline_after_preparation(guard_world, clips):
 
 
 def test_modified_ta_cannot_unseal(guard_world):
-    g = _prepared(guard_world, "dev-modta")
+    g = guard_world.prepared("dev-modta")
     g.close()
     patch_ta(g.device_dir)
     # unsigned: the TEE refuses to load it at all
@@ -150,7 +141,7 @@ def test_modified_ta_cannot_unseal(guard_world):
 
 
 def test_copied_to_another_device(guard_world):
-    g = _prepared(guard_world, "dev-a")
+    g = guard_world.prepared("dev-a")
     g.close()
     other = guard_world.host("dev-b", storage="dev-b-normal")
     shutil.copytree(g.storage, other.storage, dirs_exist_ok=True)
@@ -177,10 +168,10 @@ def test_expired_license(guard_world):
 
 
 def test_rollback_to_older_model_refused(guard_world):
-    old = _prepared(guard_world, "dev-rollback", version=1)
+    old = guard_world.prepared("dev-rollback", version=1)
     old_files = {p.name: p.read_bytes() for p in old.storage.iterdir()}
     old.close()
-    new = _prepared(guard_world, "dev-rollback", version=2)
+    new = guard_world.prepared("dev-rollback", version=2)
     assert new.initialize()["model_version"] == 2  # the TEE counter is now 2
     new.close()
     for name, data in old_files.items():  # the attacker restores every old file
@@ -294,7 +285,7 @@ def test_the_classify_reply_bound_holds(scores):
 
 
 def test_post_quantum_kem(guard_world, clips):
-    g = _prepared(guard_world, "dev-pq", kem="MLKEM768-X25519")
+    g = guard_world.prepared("dev-pq", kem="MLKEM768-X25519")
     g.initialize()
     assert len(g.classify_batch(clips[0][:2]).labels) == 2
     g.close()

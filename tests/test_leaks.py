@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from omgkit.guard import VendorClient, VendorServer
 from omgkit.tee import mic_feed
 
 WINDOW = 64
@@ -32,10 +31,7 @@ def test_no_model_or_audio_reaches_the_normal_world(guard_world, tiny_corpus):
     from omgkit.kws.dataset import load_dataset
 
     frames: list[bytes] = []
-    g = guard_world.host("dev-leak", recorder=frames.append)
-    with VendorServer(guard_world.vendor) as srv:
-        g.prepare(VendorClient(srv.url), model_id="kws", model_version=1)
-    g.install_package(guard_world.packages[1])
+    g = guard_world.prepared("dev-leak", recorder=frames.append)
     g.initialize()
     ds = load_dataset(tiny_corpus)
     audio, _ = ds.load(ds.select("testing")[:8])

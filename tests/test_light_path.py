@@ -8,7 +8,6 @@ import pytest
 
 from omg_ta import commands as C
 from omg_ta.errors import BadParametersError
-from omgkit.guard import VendorClient, VendorServer
 from omgkit.tee import wire
 
 # the vectors docs/protocol.md shows: session 7 classifies one clip from shared memory 2
@@ -86,10 +85,7 @@ def test_classify_takes_the_light_path_with_the_labels_of_cbor(
     ds = load_dataset(tiny_corpus)
     x, _ = ds.load(ds.select("testing")[:6])
     frames: list[bytes] = []
-    g = guard_world.host("light", recorder=frames.append)
-    with VendorServer(guard_world.vendor) as srv:
-        g.prepare(VendorClient(srv.url), model_id="kws", model_version=1)
-    g.install_package(guard_world.packages[1])
+    g = guard_world.prepared("light", recorder=frames.append)
     g.initialize()
     frames.clear()
     light = g.classify_batch(x).labels

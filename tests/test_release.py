@@ -68,13 +68,8 @@ def test_the_vendor_refuses_a_bad_model_and_writes_nothing(tiny_run, tmp_path):
 def test_the_ta_checks_the_model_before_any_counter_moves(guard_world_logmel):
     """A package the vendor's check never saw (sealed low-level): refused at initialize with its
     reason; the device's version counter and the good model are untouched."""
-    from omgkit.guard import VendorClient, VendorServer
-
     w = guard_world_logmel
-    g = w.host("dev-badmodel")
-    with VendorServer(w.vendor) as srv:
-        g.prepare(VendorClient(srv.url), model_id="kws", model_version=1)
-    g.install_package(w.packages[1])
+    g = w.prepared("dev-badmodel")
     assert g.initialize()["model_version"] == 1  # counter at 1
     good = {p.name: p.read_bytes() for p in g.storage.iterdir()}
     g.close()
