@@ -88,16 +88,7 @@ class _FrameHandler(socketserver.BaseRequestHandler):
                 finally:
                     for fd in fds:  # what reply_to kept it has dup'ed or mapped
                         os.close(fd)
-                data = None
-                if binary and reply.get("ok") and "params" in reply:  # the light path's reply
-                    try:
-                        data = wire.pack_reply(reply["params"])
-                    except Exception as e:  # noqa: BLE001 - what does not fit is an error reply
-                        reply = error_reply(e)
-                if data is not None:
-                    wire.send_body(self.request, data)
-                else:
-                    wire.send(self.request, reply)
+                wire.send_reply(self.request, reply, reply.get("params") if binary else None)
         except (ConnectionError, OSError):
             return
         finally:

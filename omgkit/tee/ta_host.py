@@ -180,18 +180,9 @@ class _Host:
             finally:
                 for fd in fds:
                     os.close(fd)
-            data = None
-            if binary and reply.get("ok"):  # the light path's reply: the four slots
-                try:
-                    slots = [None if o is None else ["v", o[0], o[1]] if isinstance(o, list) else ["m", o]
-                             for o in reply["out"]]  # fmt: skip
-                    data = wire.pack_reply(slots)
-                except Exception as e:  # noqa: BLE001 - a slot that does not fit: an error reply
-                    reply = wire.error_reply(e, who="ta")
-            if data is not None:
-                wire.send_body(self.sock, data)
-            else:
-                wire.send(self.sock, reply)
+
+            slots = wire.out_slots(reply.get("out")) if binary else None  # the light path's
+            wire.send_reply(self.sock, reply, slots, who="ta")
 
 
 def _warm_up() -> None:

@@ -272,14 +272,18 @@ def unpack_invoke(body: bytes, allowed_flags: int = FLAG_TRACE) -> dict:
 
 def pack_reply(slots: list) -> bytes:
     """An invoke's successful reply as a binary body; ``slots``: None, ``["v", a, b]``, ``["m", bytes]``."""
+    if len(slots) != 4:
+        raise ValueError(f"a reply has four slots, not {len(slots)}")
     out = [_REPLY_HEAD.pack(REPLY_TAG, 0, 0)]
     for p in slots:
         if p is None:
             out.append(b"\0")
-        elif p[0] == "v":
+        elif p[0] == "v" and len(p) == 3:
             out.append(bytes([SLOT_VALUE]) + _U32X2.pack(p[1], p[2]))
+        elif p[0] == "m" and len(p) == 2 and isinstance(p[1], bytes):
+            out.append(bytes([SLOT_MEMREF]) + _U32.pack(len(p[1])) + p[1])
         else:
-            out.append(bytes([SLOT_MEMREF]) + _U32.pack(len(p[1])) + bytes(p[1]))
+            raise ValueError(f"a reply slot of kind {p[0]!r}")
     return b"".join(out)
 
 
@@ -324,6 +328,30 @@ def decode_any(body: bytes, max_items: int = MAX_ITEMS, invoke_flags: int = FLAG
     if body[:1] == b"\x02":
         return {"ok": True, "params": unpack_reply(body)}
     return decode_body(body, max_items)
+
+
+def out_slots(out: Any) -> list:
+    """A TA's ``out`` (None, ``[a, b]`` or bytes each) as reply slots; a malformed entry
+    becomes a slot :func:`pack_reply` refuses."""
+    if not isinstance(out, list):
+        return [["?", out]]
+    return [None if o is None else ["v", *o] if isinstance(o, list) else ["m", o] for o in out]
+
+
+def send_reply(
+    sock: socket.socket, reply: dict, slots: list | None = None, who: str = "tee"
+) -> None:
+    """Send a reply: on the light path (``slots``: the four slots of a successful reply) as a
+    binary body, else as CBOR; slots that do not fit become an error reply."""
+    if slots is not None and reply.get("ok"):
+        try:
+            send_body(sock, pack_reply(slots))
+            return
+        except (TypeError, ValueError, struct.error) as e:
+            reply = error_reply(
+                BadParametersError(f"a reply that does not fit the light path ({e})"), who
+            )
+    send(sock, reply)
 
 
 def send_body(sock: socket.socket, body: bytes) -> None:
