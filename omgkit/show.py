@@ -165,6 +165,46 @@ def plot_clips(clips: Mapping[str, np.ndarray], frontend=None):
     return fig
 
 
+def plot_recording(audio: np.ndarray, label: str | None = None):
+    """A recording's waveform over its spectrogram (25 ms Hann windows, 10 ms hop, dB)."""
+    a = np.asarray(audio, dtype=np.float32).reshape(-1) / 32768
+    win, hop = 400, 160
+    frames = max(1, 1 + (a.size - win) // hop)
+    x = np.stack([a[i * hop : i * hop + win] for i in range(frames)]) if a.size >= win else \
+        np.zeros((1, win), np.float32)  # fmt: skip
+    spec = 20 * np.log10(np.abs(np.fft.rfft(x * np.hanning(win), axis=1)) + 1e-6)
+    fig = _figure(6.4, 3.6)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(np.arange(a.size) / SAMPLE_RATE, a, lw=0.5)
+    top.set_ylim(-1, 1)
+    top.set_ylabel("amplitude")
+    top.set_title(f"the TA says: {label!r}" if label is not None else "recording", fontsize=10)
+    bottom.imshow(spec.T, aspect="auto", origin="lower", cmap="magma", vmin=spec.max() - 80,
+                  extent=(0, a.size / SAMPLE_RATE, 0, SAMPLE_RATE / 2000))  # fmt: skip
+    bottom.set_ylabel("kHz")
+    bottom.set_xlabel("s")
+    fig.tight_layout()
+    return fig
+
+
+def two_worlds(walkthrough):
+    """The walkthrough's picture of the two worlds now (``omgkit.picture``), for a notebook."""
+    from IPython.display import SVG
+
+    from .picture import two_worlds_svg
+
+    return SVG(two_worlds_svg(walkthrough.facts()))
+
+
+def png(fig) -> bytes:
+    """A figure as PNG bytes (for an image widget)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
 # -- training and evaluation ----------------------------------------------------
 
 
