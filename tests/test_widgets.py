@@ -44,10 +44,10 @@ def test_the_three_phases_and_the_panel(walk):
     assert not p["model decrypted in the TA"] and p["token claims"] is None
     assert walk.run("attest").ok
     claims = walk.panel()["token claims"]
-    assert claims["TA measurement"] == walk.lg.measurement.hex()
+    assert claims["TA measurement"] == walk.backend.lg.measurement.hex()
     from omgkit.tee import Device
 
-    assert claims["device id"] == Device(walk.device).device_id.hex()
+    assert claims["device id"] == Device(walk.backend.device).device_id.hex()
     r = walk.run("provision")
     assert r.ok and walk.panel()["license policy"]["scores leave the TA"] is False
     assert walk.run("initialize").ok and walk.panel()["model decrypted in the TA"]
@@ -155,5 +155,91 @@ def test_ui_follows_steps_run_from_code_and_shows_a_refusal(tiny_run, tmp_path):
 
         with pytest.raises(UnknownNameError):
             w.set_attack("no_such_attack", True)
+    finally:
+        w.close()
+
+
+def test_the_picture_and_the_microphone_follow_the_steps(walk):
+    """The SVG is redrawn after each step; a recording is classified in the TA and plotted."""
+    import xml.etree.ElementTree as ET
+
+    ui = WalkthroughUI(walk)
+
+    def drawn() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for g in ET.fromstring(ui.picture.value).iter("{http://www.w3.org/2000/svg}g"):
+            if g.get("class") == "item":
+                out.setdefault(g.get("data-item"), set()).add(g.get("data-zone"))
+        return out
+
+    assert "ta" not in drawn() and "before the first step" in ui.picture.value
+    for s in ("load_ta", "attest", "provision"):
+        ui.click(s)
+    assert drawn()["sealed-key"] == {"normal"} and "decrypted-model" not in drawn()
+    # a recording before the model is decrypted: refused with the reason, nothing classified
+    assert ui.recorded(np.zeros(8000, np.int16)) is None and "initialize first" in ui.status.value
+    ui.click("initialize")
+    assert drawn()["decrypted-model"] == {"secure"}
+    # the browser's widget sends int16 bytes and bumps its counter; Python classifies them
+    from omgkit.guard.demo import GOLDEN
+    from omgkit.kws.audio import read_clip
+
+    yes = read_clip(GOLDEN / "yes.wav")
+    # as the kernel gets a front end's update: the clip a binary buffer (a memoryview), one message
+    pcm = memoryview(yes[:12000].astype("<i2").tobytes())  # shorter than a clip: padded
+    ui.mic.set_state({"clip": pcm, "count": ui.mic.count + 1})
+    assert walk.result["clip"] == "microphone" and walk.clips["microphone"].shape == (CLIP_SAMPLES,)
+    assert ui.mic.status == f"the TA says: {walk.result['label']}"
+    assert bytes(ui.recording.value).startswith(b"\x89PNG") and "microphone" in ui.clip.options
+    assert drawn()["audio"] == {"secure"} and f"label: {walk.result['label']}" in ui.picture.value
+    ui.toggles["replay_old_model"].value = True
+    ui.click("initialize")
+    assert "✘ refused at initialize, in the secure world" in ui.picture.value
+    assert "RollbackError" in ui.picture.value and "label" not in drawn()
+
+
+def test_the_walkthrough_on_a_board(board_home, tiny_run, tmp_path):
+    """The same steps and attacks on an emulated board over SSH: files staged as its root."""
+    from omgkit.board import emulator
+    from omgkit.board.connection import Board
+    from omgkit.board.deployment import _agent
+    from omgkit.guard.demo import GOLDEN
+    from omgkit.kws.audio import read_clip
+
+    emulator.create("walk")
+    emulator.up("walk")
+    clips = {"yes": read_clip(GOLDEN / "yes.wav")}
+    w = Walkthrough.from_run(tiny_run, workdir=tmp_path / "w", clips=clips, board="emu://walk")
+    try:
+        assert w.panel()["where"] == "the board emu://walk (emulated TEE)"
+        old, cur = w.backend.old, w.backend.current
+        assert cur == old + 1
+        for s in STEPS:
+            r = w.run(s)
+            assert r.ok, r
+        claims = w.panel()["token claims"]
+        with Board("emu://walk") as b:
+            assert claims["device id"] == _agent(b, "device-info")["device_id"]
+        assert w.panel()["measurement approved by the vendor"] is True
+        assert w.initialized["model_version"] == cur and w.result["label"] in w.release.labels
+        w.set_attack("replay_old_model", True)
+        assert w.run("initialize").error == "RollbackError"
+        w.set_attack("replay_old_model", False)
+        w.set_attack("swap_device", True)
+        r = w.run("initialize")
+        assert r.error == "DeviceMismatchError" and w.backend.other == "emu://walk-other"
+        w.set_attack("swap_device", False)
+        w.set_attack("modify_ta", True)
+        assert "PATCHED" in w.run("load_ta").summary
+        assert w.run("initialize").error == "UnsealError"
+        assert w.run("attest").ok and w.panel()["measurement approved by the vendor"] is False
+        assert w.run("provision").error == "MeasurementNotApprovedError"
+        w.set_attack("modify_ta", False)
+        # every attack undone: the board is installed as deployed and runs the new version
+        for s in ("load_ta", "initialize", "classify"):
+            assert w.run(s).ok, s
+        with Board("emu://walk") as b:
+            st = _agent(b, "state")
+            assert st["installed"], st
     finally:
         w.close()

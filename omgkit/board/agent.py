@@ -29,8 +29,8 @@ with ``O_NOFOLLOW`` relative to their parent's descriptor: a symlink planted
 in their place is refused, never followed.
 
 ``serve``: a long-lived session over stdin/stdout, frames of a 4-byte
-big-endian length and a CBOR map (docs/protocol.md): attest, provision,
-initialize, mic_play, classify_mic, classify_batch, ping, close. It drives
+big-endian length and a CBOR map (docs/protocol.md): load_ta, attest,
+provision, initialize, mic_play, classify_mic, classify_batch, ping, close. It drives
 the board's TEE through the TEE Client API exactly as a local app would.
 A malformed request gets one error reply and the session goes on; input
 that ends inside a frame, or a frame over the limit, ends it with one line
@@ -688,6 +688,9 @@ def serve() -> int:
                 elif op == "info":
                     res = {k: v for k, v in device_info().items() if k != "ok"}
                     res["pid"] = os.getpid()  # this session's process (the leak scan skips it)
+                elif op == "load_ta":  # open the TA session now (the TEE checks and loads the TA)
+                    g._session()
+                    res = {}
                 elif op == "attest":
                     res = {"token": g.attest(_field(req, "nonce", bytes))}
                 elif op == "provision":

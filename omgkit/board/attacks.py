@@ -128,15 +128,19 @@ def _unsigned(st: BoardStage) -> None:
     _with_restored(st, [_ta_path()], go)
 
 
-def _patched_ta(st: BoardStage) -> bytes:
+def patched_optee_ta(vendor, workdir: Path) -> bytes:
     """The attacker's own build of the TA (other code), signed with the trusted key (say, leaked)."""
     from . import home, optee_image, optee_ta
 
-    out = st.workdir / "attacker-ta"
+    out = workdir / "attacker-ta"
     img = optee_image.build_image()
-    path, _ = optee_ta.build(out, st.vendor.public_raw, dev_kit=img["ta_dev_kit"],
+    path, _ = optee_ta.build(out, vendor.public_raw, dev_kit=img["ta_dev_kit"],
                              sign_key=home.ta_signing_key_optee(), log_level=3)  # fmt: skip
     return path.read_bytes()
+
+
+def _patched_ta(st: BoardStage) -> bytes:
+    return patched_optee_ta(st.vendor, st.workdir)
 
 
 def _resigned(st: BoardStage) -> None:

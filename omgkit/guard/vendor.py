@@ -155,13 +155,23 @@ class Vendor:
         """The version this release was sealed under, or the next unused one of its model id."""
         from omg_ta.package import parse_header
 
-        used = []
         for pp in (self.path / "models").glob("*.omgpkg"):
             h = parse_header(pp.read_bytes())[0]
-            if h.model_id == release.model_id:
-                if h.pt_sha256 == release.sha256 and h.runtime == release.runtime:
-                    return h.model_version
-                used.append(h.model_version)
+            if (h.model_id, h.pt_sha256, h.runtime) == (
+                release.model_id,
+                release.sha256,
+                release.runtime,
+            ):
+                return h.model_version
+        return self.next_version(release.model_id)
+
+    def next_version(self, model_id: str) -> int:
+        """One above every version this vendor sealed of ``model_id``: newer than any a device ran."""
+        from omg_ta.package import parse_header
+
+        used = [h.model_version for h in (parse_header(pp.read_bytes())[0]
+                                          for pp in (self.path / "models").glob("*.omgpkg"))
+                if h.model_id == model_id]  # fmt: skip
         return max(used, default=0) + 1
 
     # -- preparation ---------------------------------------------------------
