@@ -56,6 +56,7 @@ def executed(tiny_corpus, tmp_path_factory):
     params = {
         "01_data_and_training": {"PROFILE": "tiny", "EPOCHS": 3, "AUGMENT_COPIES": 1, "DEMO": None},
         "03_encrypt_and_provision": {"BOARD": "emu://nbtest"},
+        "04_enclave_walkthrough": {"BOARD": "emu://nbtest"},  # 03 stopped it: 04 brings it up
         "05_overhead_and_accuracy": {"N": 3, "REPEATS": 2},
     }
     old_home = os.environ.get("OMG_HOME")
@@ -115,6 +116,7 @@ def test_notebooks_show_what_they_promise(executed):
     assert "**emulated board**" in t3 and "**emulated board, stopped**" in t3
     t4 = _text(executed["04_enclave_walkthrough"])
     assert "RollbackError" in t4 and "model decrypted in the TA" in t4
+    assert "the board emu://nbtest" in t4  # the walkthrough ran on the board
     assert "paper (Bayerl et al. 2020)" in _text(executed["05_overhead_and_accuracy"])
     assert images["05_overhead_and_accuracy"] >= 2
     assert "10/10 attacks blocked" in _text(executed["06_attacks"])
