@@ -51,7 +51,7 @@ core: $(CORE_LIB)
 
 $(SYSDEPS_STAMP): tools/sysdeps.py
 	@mkdir -p .cache
-	$(PYTHON) tools/sysdeps.py tts tts-nonfree ssh optee
+	$(PYTHON) tools/sysdeps.py tts tts-nonfree ssh optee browser
 	@touch $@
 
 sysdeps: $(SYSDEPS_STAMP)
@@ -90,7 +90,7 @@ kick: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 	$(BIN)/omg reproduce --profile tiny --model $(MODEL) --artifacts $(ART) --results results
 
 test: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
-	$(BIN)/python -m pytest -q --timeout=1200
+	$(BIN)/python -m pytest -q --timeout=1200 --durations=25
 
 test-fast: $(STAMP) $(CORE_LIB)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -3,7 +3,8 @@
 
 Only what pip cannot provide lives here: offline text-to-speech engines (for
 the synthetic corpus), OpenSSH's server (for the board tests) and what the
-OP-TEE board in QEMU is built and run with (``optee``). Everything
+OP-TEE board in QEMU is built and run with (``optee``), and the Chromium
+the browser test drives (``browser``). Everything
 is optional except where a caller says ``--require``: without root or apt the
 script says what it could not install and what that costs, and exits 0, so
 ``make`` goes on with the engines the machine already has (the
@@ -72,6 +73,8 @@ GROUPS: dict[str, list[str]] = {
         "libssl-dev",
         "e2fsprogs",
     ],
+    # notebook 04 in a real browser (tests/test_browser.py): Playwright drives Debian's Chromium
+    "browser": ["chromium", "fonts-liberation"],
 }
 
 #: what a missing group costs, for the message
@@ -80,6 +83,7 @@ COST: dict[str, str] = {
     "tts-nonfree": "the corpus will use the engines present",
     "ssh": "the OpenSSH board tests cannot run",
     "optee": "the OP-TEE board (omg board create --kind optee-qemu) cannot be built",
+    "browser": "the browser test of notebook 04 (tests/test_browser.py) fails",
 }
 
 STATE_DIR = Path(os.environ.get("OMG_APT_STATE", "/var/tmp/omgkit-apt"))
