@@ -32,7 +32,7 @@ def board_rtt(url: str, n: int = 50, warmup: int = 5) -> dict:
 
     clip = (np.random.default_rng(0).standard_normal((1, C.CLIP_SAMPLES)) * 1000).astype(np.int16)
     with Board(url) as b, RemoteEnclave(b) as r:
-        r.initialize()
+        runtime = r.initialize().get("runtime")  # the one the deployed package was sealed for
         for _ in range(warmup):
             r.classify_batch(clip)
             r.ping()
@@ -44,7 +44,12 @@ def board_rtt(url: str, n: int = 50, warmup: int = 5) -> dict:
             t = time.perf_counter()
             r.classify_batch(clip)
             classify.append(time.perf_counter() - t)
-    return {"board": url, "ping": summary(ping), "classify_one_clip": summary(classify)}
+    return {
+        "board": url,
+        "runtime": runtime,
+        "ping": summary(ping),
+        "classify_one_clip": summary(classify),
+    }
 
 
 def board_tee(url: str) -> str:

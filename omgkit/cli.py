@@ -192,10 +192,11 @@ def _cmd_board(a: argparse.Namespace) -> int:
 
     c = a.board_command
     if c == "create":
-        d = lifecycle.create(a.name, kind=a.kind, port=a.port)
+        d = lifecycle.create(a.name, kind=a.kind, port=a.port, runtime=a.runtime)
         st = lifecycle.status(a.name)
         ident = f"device {st['device_id']}" if a.kind == "emulated" else f"board {st['board_id']}"
-        print(f"board {a.name} ({a.kind}) created in {d} (port {st['port']}, {ident}); "
+        rt = f", runtime {st['runtime']}" if st.get("runtime") else ""
+        print(f"board {a.name} ({a.kind}{rt}) created in {d} (port {st['port']}, {ident}); "
               f"its host key is pinned. Start it: omg board up {a.name}")  # fmt: skip
     elif c == "up":
         st = lifecycle.up(a.name)
@@ -218,7 +219,8 @@ def _cmd_board(a: argparse.Namespace) -> int:
         boards = lifecycle.list_boards()
         for st in boards:
             print(f"{st['url']:<20} {'up' if st['up'] else 'down':<5} {st['kind']:<11} port {st['port']}"
-                  + (f"  {st['tee']}" if st.get("tee") else ""))  # fmt: skip
+                  + (f"  {st['tee']}" if st.get("tee") else "")
+                  + (f"  runtime {st['runtime']}" if st.get("runtime", "litert") != "litert" else ""))  # fmt: skip
         from pathlib import Path
 
         from .board.home import home as omg_home
@@ -345,6 +347,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         print("\n".join(report_lines(res)))
     if a.board:
         r = res["board_rtt"] = board_rtt(a.board, a.n)
+        print(f"board {a.board}: the TA runs its model with {r['runtime']}")
         for k in ("ping", "classify_one_clip"):
             s = r[k]
             print(f"board {k:<18} median {s['median_ms']:.3f} ms  (p10 {s['p10_ms']:.3f}, p90 {s['p90_ms']:.3f}, "
@@ -552,6 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--kind", default="emulated", choices=["emulated", "optee-qemu"],
                     help="emulated (a Python TEE) or optee-qemu (OP-TEE in QEMU)")  # fmt: skip
     bc.add_argument("--port", type=int, help="SSH port on 127.0.0.1 (default: a free one)")
+    bc.add_argument("--runtime", choices=["litert", "tflite-runtime"],
+                    help="emulated boards: the inference runtime of the board's Python environment. litert "
+                         "(default): the workbench's (ai-edge-litert, tflite-micro, the C core); "
+                         "tflite-runtime: an environment of its own with tflite-runtime 2.14 and numpy<2, "
+                         "from a wheelhouse (downloaded once, then offline)")  # fmt: skip
     for name, text in (
         ("up", "start a board (emulated: SSH server and TEE; optee-qemu: QEMU, wait for SSH)"),
         ("down", "stop it (an OP-TEE board powers off; its data disk stays)"),

@@ -210,8 +210,7 @@ class BoardBackend:
 
     def __init__(self, release: Release, url: str, *, other: str | None = None, workdir: Path):
         from .board.connection import Board
-        from .board.deployment import _agent
-        from .board.workflow import default_vendor, deploy_run, ta_bundle
+        from .board.workflow import board_release, default_vendor, deploy_run, ta_bundle
 
         self.url, self.other, self.workdir = url, other, workdir
         self.vendor = default_vendor()
@@ -221,8 +220,7 @@ class BoardBackend:
             if not lifecycle.status(url[6:])["up"]:
                 lifecycle.up(url[6:])
         self.board = Board(url).open()
-        self.optee = _agent(self.board, "device-info").get("tee", "").startswith("OP-TEE")
-        self.release = release.with_runtime("c") if self.optee else release
+        self.release, self.optee = board_release(self.board, release)  # the runtime the board has
         self.where = f"the board {url} ({'OP-TEE in QEMU' if self.optee else 'emulated TEE'})"
         self.old = self.vendor.next_version(release.model_id)
         self.current = self.old + 1

@@ -50,8 +50,19 @@ def test_constraints_agree_with_requirements():
 
 
 def test_board_requirements_stay_light():
-    board = _pins(REPO / "requirements/board.txt")
-    assert not any(n.startswith(("tensorflow", "keras", "jax", "torch")) for n in board)
+    files = sorted((REPO / "requirements").glob("board*.txt"))
+    assert [f.name for f in files] == ["board-tflite-runtime.txt", "board.txt"]
+    for f in files:
+        board = _pins(f)
+        assert board and not any(
+            n.startswith(("tensorflow", "keras", "jax", "torch")) for n in board
+        )
+    # tflite-runtime's environment: its own numpy (< 2), the rest as the default board's
+    tfl, default = _pins(files[0]), _pins(files[1])
+    assert tfl["tflite-runtime"] == "2.14.0" and tfl["numpy"].startswith("1.")
+    assert {k: v for k, v in tfl.items() if k not in ("numpy", "tflite-runtime")} == {
+        k: default[k] for k in ("cbor2", "cryptography")
+    }
 
 
 def test_python_version_pinned_everywhere():

@@ -766,16 +766,21 @@ def device_info() -> dict:
     hardware unique key inside the TEE core and never leaves it); this is
     what the manufacturer certifies when the board is made."""
     if not _optee_board():
+        from omg_ta.runtime import installed_runtimes
+
         from ..tee.device import TEE_VERSION, Device
 
         d = Device(_root() / "device")
-        return {"ok": True, "device_id": d.device_id.hex(), "tee": TEE_VERSION, "mic": True}
+        # the runtimes of this environment, which the board's TEE runs in (a package sealed for
+        # another would not load: the workbench seals for one of these)
+        return {"ok": True, "device_id": d.device_id.hex(), "tee": TEE_VERSION, "mic": True,
+                "runtimes": installed_runtimes()}  # fmt: skip
     from ..tee.optee import OpteeContext, pta_device_info
 
     with OpteeContext() as ctx:
         pub, device_id, version = pta_device_info(ctx)
     return {"ok": True, "public_key": pub.hex(), "device_id": device_id.hex(), "tee": version,
-            "mic": False}  # fmt: skip
+            "mic": False, "runtimes": ["c"]}  # fmt: skip
 
 
 def tee_up(timeout: float = 30.0) -> dict:

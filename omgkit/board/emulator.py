@@ -2,12 +2,21 @@
 
 ``omg board create NAME`` makes ``$OMG_HOME/boards/NAME/``:
 
-- ``board.json`` (port, user, python), ``ssh_host_key``, ``authorized_keys``
+- ``board.json`` (port, user, python, runtime), ``ssh_host_key``, ``authorized_keys``
   (the workbench's key) — and pins the host key in the workbench's
   ``known_hosts``;
 - ``root/``: the board's filesystem as the workbench sees it: ``device/``
   (the TEE's device state, with a device key certified by the emulated
   manufacturer), ``deploy/`` (releases), ``normal/`` (normal-world storage).
+
+``omg board create NAME --runtime tflite-runtime`` gives the board a Python
+environment of its own, ``venv/``, made with no index from the wheelhouse
+of that runtime (``omgkit.board.wheelhouse``; built once, online, and kept
+in the checkout's ``.cache/wheelhouses/``): tflite-runtime 2.14 and the numpy 1 it
+needs. The board's agent and its TEE (and so the TA) run in it; the code
+is this checkout's, as on every emulated board (a ``.pth`` file). Other
+boards run in the workbench's environment (``litert``: ai-edge-litert,
+tflite-micro and the C core).
 
 ``omg board up NAME`` starts a server process: SSH exec (commands run from
 ``root/`` with a known environment) and SFTP chrooted to ``root/``, and the
@@ -21,6 +30,7 @@ import asyncio
 import getpass
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +41,14 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..util import atomic_write_text, write_secret
 from . import home as _home
+from .wheelhouse import (
+    DEFAULT_BOARD_RUNTIME,
+    REPO,
+    REQUIREMENTS,
+    build_wheelhouse,
+    install_command,
+    requirements_file,
+)
 
 
 def board_dir(name: str) -> Path:
@@ -52,14 +70,57 @@ def manufacturer():
     return Manufacturer(p) if (p / "root_cert.der").is_file() else Manufacturer.create(p)
 
 
-def create(name: str, *, port: int | None = None) -> Path:
+def create(name: str, *, port: int | None = None, runtime: str = DEFAULT_BOARD_RUNTIME,
+           say=print) -> Path:  # fmt: skip
+    """Make the board (see the module docstring); a failure leaves no half-made board."""
+    d = board_dir(name)
+    if (d / "board.json").exists():
+        raise ConfigError(f"board {name!r} exists already ({d}); `omg board up {name}` starts it")
+    requirements_file(runtime)  # a clear error for an unknown runtime, before anything is made
+    try:
+        python = (
+            sys.executable if runtime == DEFAULT_BOARD_RUNTIME else _environment(d, runtime, say)
+        )
+        return _create(name, d, port, python, runtime)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+
+
+WHEELHOUSES = REPO / ".cache" / "wheelhouses"
+"""Where emulated boards' wheelhouses are kept, one per runtime (made once, then offline)."""
+
+
+def _environment(d: Path, runtime: str, say) -> str:
+    """The board's own Python environment for ``runtime``, from its wheelhouse, no index."""
+    wh = WHEELHOUSES / runtime
+    req = requirements_file(runtime).read_bytes()
+    if not (wh / REQUIREMENTS).is_file() or (wh / REQUIREMENTS).read_bytes() != req:
+        say(f"building the {runtime} wheelhouse in {wh} (pip download; once)")
+        shutil.rmtree(wh, ignore_errors=True)
+        build_wheelhouse(wh, runtime=runtime, omgkit_wheel=False)
+    venv = d / "venv"
+    say(f"making the board's environment in {venv} from {wh} (no index)")
+    d.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(install_command(sys.executable, str(venv), str(wh), omgkit=False), shell=True,
+                       capture_output=True, text=True)  # fmt: skip
+    if r.returncode != 0:
+        raise ConfigError(
+            f"the board's {runtime} environment could not be made: {r.stderr.strip()[-800:]}"
+        )
+    py = venv / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    # this checkout's code, like every emulated board (the wheelhouse's omgkit wheel is for SSH boards)
+    Path(site, "omgkit-checkout.pth").write_text(f"{REPO}\n{REPO / 'ta'}\n")
+    return str(py)
+
+
+def _create(name: str, d: Path, port: int | None, python: str, runtime: str) -> Path:
     import asyncssh
 
     from ..tee import Device
 
-    d = board_dir(name)
-    if (d / "board.json").exists():
-        raise ConfigError(f"board {name!r} exists already ({d}); `omg board up {name}` starts it")
     root = d / "root"
     for sub in ("deploy/releases", "normal"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -70,7 +131,7 @@ def create(name: str, *, port: int | None = None) -> Path:
     Device.create(root / "device", manufacturer(), [_home.ta_signing_key().public_key()])
     port = port or _free_port()
     atomic_write_text(d / "board.json", json.dumps({"name": name, "kind": "emulated", "port": port, "user": getpass.getuser(),
-                                                    "python": sys.executable}, indent=2) + "\n")  # fmt: skip
+                                                    "python": python, "runtime": runtime}, indent=2) + "\n")  # fmt: skip
     pub = key.export_public_key("openssh").decode().split()
     with open(_home.known_hosts(), "a") as f:
         f.write(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
@@ -100,7 +161,8 @@ def status(name: str) -> dict:
 
     dev = Device(d / "root" / "device")
     return {"name": name, "kind": "emulated", "url": f"emu://{name}", "port": m["port"], "up": _pid(name) is not None,
-            "pid": _pid(name), "device_id": dev.device_id.hex(), "path": str(d)}  # fmt: skip
+            "pid": _pid(name), "device_id": dev.device_id.hex(), "path": str(d),
+            "runtime": m.get("runtime", DEFAULT_BOARD_RUNTIME)}  # fmt: skip
 
 
 def _emulated(p: Path) -> bool:
@@ -175,7 +237,8 @@ async def _serve(d: Path) -> None:
 
     m = json.loads((d / "board.json").read_text())
     root = (d / "root").resolve()
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(root),
+    python = m.get("python", sys.executable)  # the board's environment: its agent's and its TEE's
+    env = {"PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(root),
            "LANG": "C.UTF-8", "OMG_BOARD": m["name"]}  # fmt: skip
     if os.environ.get("OMG_HOME"):
         env["OMG_HOME"] = os.environ["OMG_HOME"]
@@ -220,7 +283,7 @@ async def _serve(d: Path) -> None:
         except Exception:
             pass
 
-    tee = TeeDaemon(root / "device").start()
+    tee = TeeDaemon(root / "device", python=python).start()
     server = await asyncssh.listen(
         "127.0.0.1", m["port"], server_host_keys=[str(d / "ssh_host_key")],
         authorized_client_keys=str(d / "authorized_keys"), process_factory=handle, encoding=None,

@@ -42,8 +42,17 @@ def kind_of(name: str) -> str:
     return json.loads(meta.read_text()).get("kind", DEFAULT_KIND)
 
 
-def create(name: str, *, kind: str = DEFAULT_KIND, port: int | None = None):
-    return _module(kind).create(name, port=port)
+def create(
+    name: str, *, kind: str = DEFAULT_KIND, port: int | None = None, runtime: str | None = None
+):
+    """Make a board; ``runtime`` (emulated boards) picks its environment's inference runtime."""
+    if runtime is None:
+        return _module(kind).create(name, port=port)
+    if kind != "emulated":
+        raise ConfigError(
+            f"--runtime is for emulated boards: an {kind} board's TA runs the C engine"
+        )
+    return _module(kind).create(name, port=port, runtime=runtime)
 
 
 def up(name: str) -> dict:

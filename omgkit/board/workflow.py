@@ -89,6 +89,30 @@ def init_remote_device(url: str) -> str:
         return dev.device_id.hex()
 
 
+RUNTIME_PREFERENCE = ("litert", "tflite-runtime", "tflm", "c")
+"""The runtime a package is sealed for when the release's own is not on the board."""
+
+
+def board_release(b: Board, release: Release) -> tuple[Release, bool]:
+    """``release`` for the runtime the board's TEE has, and whether it is an OP-TEE board.
+
+    The board says (``device-info``): OP-TEE's TA runs the C engine; an
+    emulated TEE runs what its environment has installed (``litert`` on
+    most, ``tflite-runtime`` on a board made with ``--runtime
+    tflite-runtime``). The package header names the runtime, so the
+    vendor seals for one the board has."""
+    info = _agent(b, "device-info")
+    optee = str(info.get("tee", "")).startswith("OP-TEE")
+    have = info.get("runtimes") or (["c"] if optee else [release.runtime])
+    if release.runtime in have:
+        return release, optee
+    pick = next((r for r in RUNTIME_PREFERENCE if r in have), None)
+    if pick is None:
+        raise ConfigError(f"the board's TEE has no runtime this workbench seals for "
+                          f"(it has: {', '.join(have) or 'none'})")  # fmt: skip
+    return release.with_runtime(pick), optee
+
+
 def deploy_run(url: str, run_dir: str | os.PathLike | Release, *, model_version: int | None = None,
                kem: str = "X25519", vendor: Vendor | None = None) -> dict:  # fmt: skip
     """Seal a run's release (checked first: a bad model never reaches the board), deploy, provision."""
@@ -99,9 +123,8 @@ def deploy_run(url: str, run_dir: str | os.PathLike | Release, *, model_version:
         tee = _agent(b, "tee-up")
         if not tee.get("ok"):
             raise BoardError(tee.get("message", "the board's TEE did not start"))
-        optee = _agent(b, "device-info").get("tee", "").startswith("OP-TEE")
-        if optee:  # OP-TEE's TA runs the C engine; its key transport is X25519 only
-            release = release.with_runtime("c")
+        release, optee = board_release(b, release)
+        if optee:  # OP-TEE's key transport is X25519 only
             if kem != "X25519":
                 raise ConfigError(f"OP-TEE's TA unwraps X25519 licenses only, not {kem}")
             from .optee_qemu import sync_code

@@ -318,12 +318,13 @@ def _die_with_parent() -> None:
 class TeeDaemon:
     """Start and stop a device's TEE daemon as a child process."""
 
-    def __init__(
-        self, device_dir: str | os.PathLike, preload: list[str] | tuple[str, ...] | None = None
-    ):
+    def __init__(self, device_dir: str | os.PathLike, preload: list[str] | tuple[str, ...] | None = None,
+                 *, python: str | None = None):  # fmt: skip
         self.device = Path(device_dir)
         self.preload = preload
         """The TEE image's runtimes (default: every one installed)."""
+        self.python = python or sys.executable
+        """The interpreter the TEE (and so its TA processes) runs in: a board's own environment."""
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -341,7 +342,7 @@ class TeeDaemon:
         # One thread for BLAS, as a TA on one secure core: idle BLAS threads spinning
         # after a request would otherwise steal the other core from the normal world.
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        cmd = [sys.executable, "-m", "omgkit.tee", "--device", str(self.device)]
+        cmd = [self.python, "-m", "omgkit.tee", "--device", str(self.device)]
         if self.preload:
             cmd += ["--preload", ",".join(self.preload)]
         self.proc = subprocess.Popen(

@@ -309,16 +309,41 @@ def load_checked(name: str, model: bytes, settings: FrontendSettings, labels: Se
     return rt
 
 
+def installed_runtimes() -> list[str]:
+    """Runtimes installed here, found without importing them (cheap: a board reports these).
+
+    ``available_runtimes`` is the stricter test: it loads each one."""
+    import importlib.util
+
+    out = []
+    for name, mod in _MODULES.items():
+        if mod is None:
+            from . import ccore
+
+            if ccore.library_path().is_file():
+                out.append(name)
+            continue
+        try:
+            found = importlib.util.find_spec(mod.split(".")[0]) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            out.append(name)
+    return out
+
+
+_MODULES = {
+    "litert": "ai_edge_litert.interpreter",
+    "tflm": "tflite_micro.python.tflite_micro.runtime",
+    "tflite-runtime": "tflite_runtime.interpreter",
+    "c": None,  # the C core: a library of ours, loaded with ctypes
+}
+
+
 def available_runtimes(only: list[str] | tuple[str, ...] | None = None) -> list[str]:
     """Runtimes whose package imports here (of ``only``, if given); importing is loading."""
-    mods = {
-        "litert": "ai_edge_litert.interpreter",
-        "tflm": "tflite_micro.python.tflite_micro.runtime",
-        "tflite-runtime": "tflite_runtime.interpreter",
-        "c": None,
-    }
     out = []
-    for name, mod in mods.items():
+    for name, mod in _MODULES.items():
         if only is not None and name not in only:
             continue
         try:
