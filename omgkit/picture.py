@@ -10,7 +10,9 @@ the decrypted model and the audio are never placed outside a secure world.
 
 A refused step is drawn where it was refused: in the vendor's box when the
 vendor refused a license, in the secure world when the TA or the TEE did,
-with the error's name and its reason.
+with the error's name and its reason. A step the walkthrough could not run
+(its set-up: a second board missing, a board unreachable) is no refusal:
+it gets a note, and no zone is marked.
 """
 
 from __future__ import annotations
@@ -75,15 +77,17 @@ def placements(f: dict[str, Any]) -> dict[str, list[str]]:
         p["audio"] = ["secure"]
         p["label"] = ["secure", "normal"]
     refused = f.get("refused")
-    if refused and refused["step"] == "initialize" and "swap_device" in refused.get("attacks", ()):
+    if (refused and not refused.get("setup") and refused["step"] == "initialize"
+            and "swap_device" in refused.get("attacks", ())):  # fmt: skip
         p["sealed-key"] = ["normal", "other"]
         p["license"] = ["normal", "other"]
     return p
 
 
 def refused_zone(f: dict[str, Any]) -> str | None:
+    """Where the last step was refused; None if it was not (a set-up failure is no refusal)."""
     r = f.get("refused")
-    if not r:
+    if not r or r.get("setup"):
         return None
     if r["error"] in VENDOR_REFUSALS:
         return "vendor"
@@ -110,7 +114,8 @@ def two_worlds_svg(f: dict[str, Any]) -> str:
     other = bool(f.get("attacks", {}).get("swap_device")) or bad == "other"
     y = 382 if other else 316
     lines = []
-    if bad is not None:
+    failed = f.get("refused") if bad is None and (f.get("refused") or {}).get("setup") else None
+    if bad is not None or failed:
         r = f["refused"]
         lines = textwrap.wrap(f"{r['error']}: {r['why']}", 110)[:3]
     banner_y, legend_y = y, y + (26 + 15 * len(lines) if lines else 0)
@@ -153,6 +158,14 @@ def two_worlds_svg(f: dict[str, Any]) -> str:
                        f'<rect x="{ix}" y="{iy}" width="{iw}" height="20" rx="10" '
                        f'fill="{COLORS[kind]}" stroke="{stroke}"/>'
                        f'<text x="{ix + 10}" y="{iy + 14}" fill="#111">{_e(label)}</text></g>')  # fmt: skip
+    if failed:  # the walkthrough could not run the step: nothing refused it, nothing moved
+        out.append(f'<g id="failed" data-error="{_e(failed["error"] or "")}">'
+                   f'<rect x="10" y="{banner_y}" width="740" height="{18 + 15 * len(lines)}" rx="4" '
+                   f'fill="#fff8e1" stroke="#a66" stroke-width="1"/>'
+                   f'<text x="18" y="{banner_y + 14}" fill="#a60" font-weight="bold">'
+                   f'could not run {_e(STEP_NAMES[failed["step"]])} (the set-up, not a refusal)</text>'
+                   + "".join(f'<text x="18" y="{banner_y + 29 + 15 * i}" fill="#a60">{_e(s)}</text>'
+                             for i, s in enumerate(lines)) + "</g>")  # fmt: skip
     if bad is not None:
         r = f["refused"]
         out.append(f'<g id="refused" data-zone="{bad}" data-error="{_e(r["error"] or "")}">'
@@ -171,7 +184,7 @@ def two_worlds_svg(f: dict[str, Any]) -> str:
         lx += 30 + int(6.3 * len(name))
     step = f.get("last_step")
     caption = (f"after {STEP_NAMES[step]}" if step else "before the first step") + (
-        " — refused" if bad else ""
+        " — refused" if bad else " — could not run" if failed else ""
     )
     out.append(f'<text id="caption" x="10" y="20" font-weight="bold">{_e(caption)}</text>')
     out.append("</svg>")

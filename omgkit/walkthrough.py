@@ -55,7 +55,7 @@ from omg_ta import commands as C
 from omg_ta import license as lic
 from omg_ta.errors import OmgError
 
-from .errors import ConfigError, UnknownNameError
+from .errors import ArtifactError, BoardError, ConfigError, UnknownNameError
 from .guard import attacks
 from .guard.host import LICENSE, PACKAGE, SEALED, GuardedModel
 from .kws.release import Release
@@ -100,6 +100,9 @@ class StepResult:
     seconds: float = 0.0
     attacks: tuple[str, ...] = ()
     """The attacks staged when it ran."""
+    setup: bool = False
+    """It failed for the workbench's set-up (a missing second board, an unreachable one), not
+    because a check of the protocol refused it."""
 
     def __str__(self) -> str:
         mark = "✔" if self.ok else f"✘ {self.error}"
@@ -477,12 +480,14 @@ class Walkthrough:
             raise StepOrderError(f"cannot {STEP_TITLES[step].split('· ')[1]} yet: {why}")
         t = time.perf_counter()
         fn = getattr(self, f"_{step}")
+        setup = False
         try:
             ok, summary, err = True, fn(clip) if step == "classify" else fn(), None
         except OmgError as e:
             ok, summary, err = False, str(e) or type(e).__name__, type(e).__name__
+            setup = isinstance(e, (ConfigError, BoardError, ArtifactError))
         staged = tuple(k for k, on in self.attacks.items() if on)
-        r = StepResult(step, ok, summary, err, time.perf_counter() - t, staged)
+        r = StepResult(step, ok, summary, err, time.perf_counter() - t, staged, not ok and setup)
         if not ok and step == "classify":
             self.result = None  # no label from a refused classification
         self.log.append(r)
@@ -604,7 +609,8 @@ class Walkthrough:
             "attacks": dict(self.attacks),
             "last_step": last.step if last else None,
             "refused": None if last is None or last.ok else
-            {"step": last.step, "error": last.error, "why": last.summary, "attacks": last.attacks},
+            {"step": last.step, "error": last.error, "why": last.summary, "attacks": last.attacks,
+             "setup": last.setup},
         }  # fmt: skip
 
     def close_session(self) -> None:

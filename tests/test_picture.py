@@ -78,3 +78,15 @@ def test_a_refusal_is_drawn_where_it_happened():
                                        "why": "<script>alert(1)</script>", "attacks": ()})  # fmt: skip
     svg = two_worlds_svg(evil)
     assert "<script>" not in svg and ET.fromstring(svg) is not None
+
+
+def test_a_step_the_set_up_could_not_run_is_no_refusal():
+    """A swap with no second board (an OP-TEE board, say) fails for the set-up: no zone marked."""
+    failed = _facts([True, False, True, True, True, False],
+                    refused={"step": "initialize", "error": "ConfigError", "setup": True,
+                             "why": "swapping the device needs a second board", "attacks": ("swap_device",)})  # fmt: skip
+    svg = two_worlds_svg(failed)
+    ids = {g.get("id"): g for g in ET.fromstring(svg).iter(f"{SVG}g")}
+    assert "refused" not in ids and ids["failed"].get("data-error") == "ConfigError"
+    assert "could not run initialize (the set-up, not a refusal)" in svg and "✘" not in svg
+    assert _drawn(svg)["sealed-key"] == {"normal"}  # nothing was copied anywhere

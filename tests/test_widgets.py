@@ -228,6 +228,12 @@ def test_the_walkthrough_on_a_board(board_home, tiny_run, tmp_path):
         w.set_attack("swap_device", True)
         r = w.run("initialize")
         assert r.error == "DeviceMismatchError" and w.backend.other == "emu://walk-other"
+        assert not r.setup and w.facts()["refused"]["setup"] is False  # a refusal, drawn as one
+        # a second board that is not there: the set-up failed, nothing refused anything
+        w.backend.other, w.backend._other_ready = "emu://no-such-board", False
+        r = w.run("initialize")
+        assert not r.ok and r.setup and "no-such-board" in r.summary, r
+        w.backend.other = "emu://walk-other"
         w.set_attack("swap_device", False)
         w.set_attack("modify_ta", True)
         assert "PATCHED" in w.run("load_ta").summary
