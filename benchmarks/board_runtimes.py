@@ -15,7 +15,9 @@ pair, one batch of ``block`` clips goes to each board, in random order
   TA), which both sides share;
 
 with the ratio tflite-runtime / litert and its 95 % bootstrap interval
-(``omgkit.stats.paired_ratio``), whether the labels agree, and each board
+(``omgkit.stats.paired_ratio``), whether the labels agree on the block's
+clips (random noise: ``tests/test_board_runtimes.py`` checks a real test
+split), and each board
 environment's size (its wheelhouse, and its installed packages). The
 boards live in a temporary ``OMG_HOME`` and are stopped at the end.
 Figures are reported, never asserted.
@@ -47,9 +49,10 @@ def _du(path: Path, skip: tuple[str, ...] = ()) -> int:
 
 def environment_sizes(runtime: str, work: Path) -> dict:
     """A board environment of ``runtime``: its wheelhouse, and its packages once installed."""
-    from omgkit.board.wheelhouse import build_wheelhouse, install_command
+    from omgkit.board.emulator import wheelhouse
+    from omgkit.board.wheelhouse import install_command
 
-    wh = build_wheelhouse(work / f"wh-{runtime}", runtime=runtime, omgkit_wheel=False)
+    wh = wheelhouse(runtime)  # the checkout's kept one (.cache/wheelhouses), made once
     venv = work / f"venv-{runtime}"
     subprocess.run(install_command(sys.executable, str(venv), str(wh), omgkit=False), shell=True,
                    check=True, capture_output=True)  # fmt: skip
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"tflite-runtime / litert ({k}): {r['ratio']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
         )
-    print(f"labels equal: {res['labels_equal']} ({a.block} clips)")
+    print(f"labels equal: {res['labels_equal']} ({a.block} clips of random noise)")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0

@@ -3,7 +3,9 @@
 The browser asks for the microphone (``getUserMedia``, with echo
 cancellation, noise suppression and automatic gain off: the model should
 hear the room as it is), records into an ``AudioContext`` running at
-16 kHz (the browser resamples), converts to int16 and sends the clip to the
+16 kHz (Chromium resamples; tested there, with its fake capture device —
+Firefox refuses a context rate unlike the device's, and says so in the
+widget's status), converts to int16 and sends the clip to the
 kernel as bytes. Python sees one clip per press (:attr:`Microphone.clip`,
 ``on_clip`` callbacks).
 

@@ -39,10 +39,14 @@ ITEMS = {  # id: (text, kind)
     "sealed-key": ("sealed model key", "locked"),
     "decrypted-model": ("decrypted model", "plain"),
     "audio": ("audio (secure microphone)", "audio"),
+    "audio-fed": ("audio, fed in by the demo (emulation)", "audio"),
     "label": ("label", "label"),
 }
 SECRET_ITEMS = ("decrypted-model", "audio")
-"""Plaintext that must never be placed outside a secure world."""
+"""Plaintext that must never be placed outside a secure world. ``audio`` is what the TA hears;
+``audio-fed`` is the same clip where this workbench gets it from — the notebook, the browser,
+the normal world — drawn apart and named for what it is: on hardware with a secure microphone
+there is no such copy."""
 COLORS = {"key": "#f2c744", "locked": "#b0bec5", "plain": "#66bb6a", "audio": "#64b5f6",
           "label": "#ce93d8", "doc": "#eeeeee", "code": "#ffcc80"}  # fmt: skip
 VENDOR_REFUSALS = ("MeasurementNotApprovedError", "NonceError", "TokenInvalidError")
@@ -75,6 +79,7 @@ def placements(f: dict[str, Any]) -> dict[str, list[str]]:
         p["decrypted-model"] = ["secure"]
     if f.get("label") is not None:
         p["audio"] = ["secure"]
+        p["audio-fed"] = ["normal"]  # every clip here starts in the normal world (emulation)
         p["label"] = ["secure", "normal"]
     refused = f.get("refused")
     if (refused and not refused.get("setup") and refused["step"] == "initialize"
@@ -153,6 +158,10 @@ def two_worlds_svg(f: dict[str, Any]) -> str:
                 label = "TA, PATCHED (re-signed)"
             if item == "label" and f.get("label") is not None:
                 label = f"label: {f['label']}"
+            if item.startswith("audio") and f.get("mic") is False:  # no secure microphone
+                label = (
+                    "audio, in the TA" if item == "audio" else "audio, via shared memory (eval.)"
+                )
             stroke = "#c62828" if item == "ta" and f.get("ta_modified") else "#37474f"
             out.append(f'<g id="item-{item}-{zone}" class="item" data-item="{item}" data-zone="{zone}">'
                        f'<rect x="{ix}" y="{iy}" width="{iw}" height="20" rx="10" '

@@ -29,7 +29,9 @@ stage the attacks when their step runs:
 - *modify the TA* — at "load TA": the installed TA is patched and re-signed
   with a trusted key (a leaked development key, say). It loads, but its
   measurement changed: the vendor will not license it, and a key sealed to
-  the real TA does not unseal for it.
+  the real TA does not unseal for it. On a board the attacker's files are
+  put back once the TEE has loaded them, so the release stays as deployed
+  whatever is staged next.
 - *swap the device* — at "initialize": the normal world's files are copied
   to another device and initialized there.
 - *replay an old model* — at "initialize": the old version's files are put
@@ -40,6 +42,7 @@ stage the attacks when their step runs:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -123,6 +126,14 @@ class LocalBackend:
         self.where = "a local emulated TEE (on this machine)"
         self.root = root
         self.lg = LocalGuard.create(root)
+        try:
+            self._setup(release)
+        except BaseException:
+            self.lg.close()  # its TEE daemons
+            raise
+
+    def _setup(self, release: Release) -> None:
+        root = self.root
         self.vendor = self.lg.vendor
         self.release = release
         self.old, self.current = 1, 2
@@ -223,17 +234,21 @@ class BoardBackend:
             if not lifecycle.status(url[6:])["up"]:
                 lifecycle.up(url[6:])
         self.board = Board(url).open()
-        self.release, self.optee = board_release(self.board, release)  # the runtime the board has
-        self.where = f"the board {url} ({'OP-TEE in QEMU' if self.optee else 'emulated TEE'})"
-        self.old = self.vendor.next_version(release.model_id)
-        self.current = self.old + 1
-        # the device's history: the old version deployed and run once (its counter moves)
-        deploy_run(url, release, model_version=self.old, vendor=self.vendor)
-        self.bundle = ta_bundle(self.vendor, optee=self.optee)
-        self.packages = {
-            self.current: self.vendor.seal_model(self.release, model_version=self.current)
-        }
-        self.old_files = {n: self._read(f"normal/{n}") for n in (SEALED, LICENSE, PACKAGE)}
+        try:
+            self.release, self.optee = board_release(self.board, release)  # the board's runtime
+            self.where = f"the board {url} ({'OP-TEE in QEMU' if self.optee else 'emulated TEE'})"
+            self.old = self.vendor.next_version(release.model_id)
+            self.current = self.old + 1
+            # the device's history: the old version deployed and run once (its counter moves)
+            deploy_run(url, release, model_version=self.old, vendor=self.vendor)
+            self.bundle = ta_bundle(self.vendor, optee=self.optee)
+            self.packages = {
+                self.current: self.vendor.seal_model(self.release, model_version=self.current)
+            }
+            self.old_files = {n: self._read(f"normal/{n}") for n in (SEALED, LICENSE, PACKAGE)}
+        except BaseException:
+            self.board.close()
+            raise
         self.enclave = None
         self.mic: bool | None = None
         """Whether the board's TEE has a secure microphone (known once the TA is loaded)."""
@@ -243,23 +258,28 @@ class BoardBackend:
     # files on the board, as its root writes them
     def _read(self, rel: str, board=None) -> bytes:
         b = board or self.board
-        with b.sftp.open(b.sftp_path(rel)) as f:
+        with _sftp_errors(b, rel), b.sftp.open(b.sftp_path(rel)) as f:
             return f.read()
 
     def _replace(self, rel: str, data: bytes, board=None) -> None:
         """A new file renamed over the old name (a link in its place becomes a file)."""
         b = board or self.board
         path = b.sftp_path(rel)
-        b.sftp.putfo(io.BytesIO(data), path + ".atk")
-        b.sftp.posix_rename(path + ".atk", path)
+        with _sftp_errors(b, rel):
+            b.sftp.putfo(io.BytesIO(data), path + ".atk")
+            b.sftp.posix_rename(path + ".atk", path)
 
     def _saved(self, rels: list[str], board=None) -> dict[str, bytes | None]:
         """What ``_restore`` puts back: each file's bytes, or None for one of the release's links."""
         import stat as st
 
         b = board or self.board
-        return {rel: None if st.S_ISLNK(b.sftp.lstat(b.sftp_path(rel)).st_mode) else self._read(rel, b)
-                for rel in rels}  # fmt: skip
+        out: dict[str, bytes | None] = {}
+        for rel in rels:
+            with _sftp_errors(b, rel):
+                link = st.S_ISLNK(b.sftp.lstat(b.sftp_path(rel)).st_mode)
+            out[rel] = None if link else self._read(rel, b)
+        return out
 
     def _restore(self, saved: dict[str, bytes | None], board=None) -> None:
         from .board.deployment import _agent
@@ -269,7 +289,11 @@ class BoardBackend:
             if data is not None:
                 self._replace(rel, data, b)
         if None in saved.values():  # the board's agent links the current release again
-            _agent(b, f"commit {_agent(b, 'state')['current']}")
+            current = _agent(b, "state")["current"]
+            r = _agent(b, f"commit {current}")
+            if not r.get("ok", True):
+                raise BoardError(f"{b.url}: the release could not be linked again after the attack: "
+                                 f"{r.get('message', r)}; `omg deploy` repairs it")  # fmt: skip
 
     # -- the TA ------------------------------------------------------------------------
     def _ta_files(self, modified: bool) -> dict[str, bytes]:
@@ -306,11 +330,16 @@ class BoardBackend:
             rel = f"deploy/current/ta/{name}"
             if self._read(rel) != data:
                 self._replace(rel, data)
-        self.enclave = RemoteEnclave(self.board).open()
-        if self.mic is None:
-            self.mic = bool(self.enclave.call("info").get("mic"))
-        # the board's TEE checks the TA's signature, measures it and loads it
-        self.enclave.call("load_ta")
+        try:
+            self.enclave = RemoteEnclave(self.board).open()
+            if self.mic is None:
+                self.mic = bool(self.enclave.call("info").get("mic"))
+            # the board's TEE checks the TA's signature, measures it and loads it
+            self.enclave.call("load_ta")
+        finally:
+            if modified:  # loaded (or refused): the vendor's files go back, the release stays whole
+                for name, data in self._ta_files(False).items():
+                    self._replace(f"deploy/current/ta/{name}", data)
 
     def measurement(self) -> bytes | None:
         return None  # the normal world learns it from the token (the TEE measured what it loaded)
@@ -400,6 +429,17 @@ class BoardBackend:
         self.board.close()
 
 
+@contextlib.contextmanager
+def _sftp_errors(board, rel: str):
+    """SFTP and SSH failures on a board as BoardError (a set-up failure, not a refusal)."""
+    import paramiko
+
+    try:
+        yield
+    except (OSError, EOFError, paramiko.SSHException) as e:
+        raise BoardError(f"{board.url}: {rel}: {e or type(e).__name__}") from e
+
+
 # -- the walkthrough ----------------------------------------------------------------------
 
 
@@ -412,11 +452,16 @@ class Walkthrough:
         self.release = release
         self.root = Path(workdir or tempfile.mkdtemp(prefix="omg-walkthrough-"))
         self.clips = dict(clips or {})
-        self.backend = (
-            BoardBackend(release, board, other=other_board, workdir=self.root)
-            if board
-            else LocalBackend(release, self.root)
-        )
+        try:
+            self.backend = (
+                BoardBackend(release, board, other=other_board, workdir=self.root)
+                if board
+                else LocalBackend(release, self.root)
+            )
+        except BaseException:
+            if workdir is None:  # ours: nothing left behind
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise
         self.vendor = self.backend.vendor
         self.attacks = dict.fromkeys(ATTACK_TOGGLES, False)
         self.loaded = False
@@ -478,6 +523,8 @@ class Walkthrough:
         ok, why = self.can_run(step)
         if not ok:
             raise StepOrderError(f"cannot {STEP_TITLES[step].split('· ')[1]} yet: {why}")
+        if step == "classify" and clip is not None and clip not in self.clips:
+            raise StepOrderError(f"unknown clip {clip!r}; clips: {', '.join(self.clips)}")
         t = time.perf_counter()
         fn = getattr(self, f"_{step}")
         setup = False
@@ -549,8 +596,6 @@ class Walkthrough:
 
     def _classify(self, clip: str | None) -> str:
         name = clip or next(iter(self.clips))
-        if name not in self.clips:
-            raise StepOrderError(f"unknown clip {name!r}; clips: {', '.join(self.clips)}")
         index, seconds = self.backend.classify(self.clips[name])
         label = self.initialized["labels"][index]  # the names the TA's package carries
         self.result = {"clip": name, "label": label, "ms": round(seconds * 1000, 1)}
@@ -606,6 +651,7 @@ class Walkthrough:
             "provisioned": self.backend.provisioned(),
             "initialized": self.initialized is not None,
             "label": (self.result or {}).get("label"),
+            "mic": self.backend.mic,
             "attacks": dict(self.attacks),
             "last_step": last.step if last else None,
             "refused": None if last is None or last.ok else

@@ -68,7 +68,7 @@ def test_labels_equal_litert_on_the_whole_test_split(tfl_board, tiny_run, tiny_c
     assert board_rtt(tfl_board, n=3, warmup=1)["runtime"] == "tflite-runtime"
 
 
-def test_runtime_choices_are_checked(board_home):
+def test_runtime_choices_are_checked(board_home, monkeypatch):
     from omgkit.board import emulator, lifecycle
     from omgkit.errors import ConfigError, UnknownNameError
 
@@ -76,4 +76,12 @@ def test_runtime_choices_are_checked(board_home):
         emulator.create("nope", runtime="tensorflow")
     with pytest.raises(ConfigError, match="--runtime is for emulated boards"):
         lifecycle.create("nope", kind="optee-qemu", runtime="tflite-runtime")
-    assert "nope" not in {b["name"] for b in emulator.list_boards()}
+    # the environment cannot be made (injected: pip fails once the board directory exists):
+    # a clear error, and no half-made board
+    monkeypatch.setattr(
+        emulator, "install_command", lambda *a, **k: "echo 'no space left' >&2; exit 3"
+    )
+    with pytest.raises(ConfigError, match="environment could not be made: no space left"):
+        emulator.create("half", runtime="tflite-runtime", say=lambda s: None)
+    assert not emulator.board_dir("half").exists()
+    assert "half" not in {b["name"] for b in emulator.list_boards()}

@@ -53,6 +53,13 @@ def test_each_step_moves_what_it_should():
     running = placements(_facts([True, False, True, True, True, True], label="yes"))
     assert running["decrypted-model"] == ["secure"] and running["model-key"] == ["vendor", "secure"]
     assert running["audio"] == ["secure"] and "normal" in running["label"]
+    # the clip this workbench feeds in comes from the normal world, and the picture says so
+    assert running["audio-fed"] == ["normal"]
+    svg = two_worlds_svg(_facts([True, False, True, True, True, True], label="yes"))
+    assert "fed in by the demo (emulation)" in svg
+    f = _facts([True, False, True, True, True, True], label="yes")
+    f["mic"] = False  # a board without a secure microphone (OP-TEE in QEMU)
+    assert "via shared memory" in two_worlds_svg(f) and "secure microphone" not in two_worlds_svg(f)
 
 
 def test_a_refusal_is_drawn_where_it_happened():

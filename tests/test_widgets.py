@@ -240,10 +240,21 @@ def test_the_walkthrough_on_a_board(board_home, tiny_run, tmp_path):
         assert w.run("initialize").error == "UnsealError"
         assert w.run("attest").ok and w.panel()["measurement approved by the vendor"] is False
         assert w.run("provision").error == "MeasurementNotApprovedError"
+        # the patched TA loaded, then the replay staged: the release must stay whole (the replay
+        # re-links the board's release; a patched file left in it would make that commit fail)
+        w.set_attack("replay_old_model", True)
+        assert w.run("initialize").error in ("RollbackError", "UnsealError")
+        w.set_attack("replay_old_model", False)
+        with Board("emu://walk") as b:
+            assert _agent(b, "state")["installed"]
         w.set_attack("modify_ta", False)
         # every attack undone: the board is installed as deployed and runs the new version
         for s in ("load_ta", "initialize", "classify"):
             assert w.run(s).ok, s
+        n = len(w.log)
+        with pytest.raises(StepOrderError, match="unknown clip"):  # asked wrong: not a refusal
+            w.run("classify", "no-such-clip")
+        assert len(w.log) == n and w.facts()["refused"] is None
         with Board("emu://walk") as b:
             st = _agent(b, "state")
             assert st["installed"], st

@@ -91,14 +91,20 @@ WHEELHOUSES = REPO / ".cache" / "wheelhouses"
 """Where emulated boards' wheelhouses are kept, one per runtime (made once, then offline)."""
 
 
-def _environment(d: Path, runtime: str, say) -> str:
-    """The board's own Python environment for ``runtime``, from its wheelhouse, no index."""
+def wheelhouse(runtime: str, say=print) -> Path:
+    """The kept wheelhouse of ``runtime`` (``WHEELHOUSES``): downloaded once, again when its pins change."""
     wh = WHEELHOUSES / runtime
     req = requirements_file(runtime).read_bytes()
     if not (wh / REQUIREMENTS).is_file() or (wh / REQUIREMENTS).read_bytes() != req:
         say(f"building the {runtime} wheelhouse in {wh} (pip download; once)")
         shutil.rmtree(wh, ignore_errors=True)
         build_wheelhouse(wh, runtime=runtime, omgkit_wheel=False)
+    return wh
+
+
+def _environment(d: Path, runtime: str, say) -> str:
+    """The board's own Python environment for ``runtime``, from its wheelhouse, no index."""
+    wh = wheelhouse(runtime, say)
     venv = d / "venv"
     say(f"making the board's environment in {venv} from {wh} (no index)")
     d.mkdir(parents=True, exist_ok=True)
