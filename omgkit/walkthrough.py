@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import os
 import shutil
 import tempfile
@@ -257,17 +256,19 @@ class BoardBackend:
 
     # files on the board, as its root writes them
     def _read(self, rel: str, board=None) -> bytes:
+        from .board.attacks import read_file
+
         b = board or self.board
-        with _sftp_errors(b, rel), b.sftp.open(b.sftp_path(rel)) as f:
-            return f.read()
+        with _sftp_errors(b, rel):
+            return read_file(b, rel)
 
     def _replace(self, rel: str, data: bytes, board=None) -> None:
-        """A new file renamed over the old name (a link in its place becomes a file)."""
+        """As the board's root writes a file (``board.attacks.replace_file``)."""
+        from .board.attacks import replace_file
+
         b = board or self.board
-        path = b.sftp_path(rel)
         with _sftp_errors(b, rel):
-            b.sftp.putfo(io.BytesIO(data), path + ".atk")
-            b.sftp.posix_rename(path + ".atk", path)
+            replace_file(b, rel, data)
 
     def _saved(self, rels: list[str], board=None) -> dict[str, bytes | None]:
         """What ``_restore`` puts back: each file's bytes, or None for one of the release's links."""

@@ -89,14 +89,23 @@ class BoardStage:
             return r.initialize()
 
     def replace(self, b: Board, rel: str, data: bytes) -> None:
-        """Write a file on the board as root would: a new file renamed over the old name."""
-        path = b.sftp_path(rel)
-        b.sftp.putfo(io.BytesIO(data), path + ".atk")
-        b.sftp.posix_rename(path + ".atk", path)
+        replace_file(b, rel, data)
 
     def read(self, b: Board, rel: str) -> bytes:
-        with b.sftp.open(b.sftp_path(rel)) as f:
-            return f.read()
+        return read_file(b, rel)
+
+
+def replace_file(b: Board, rel: str, data: bytes) -> None:
+    """Write a file on the board as its root would: a new file renamed over the old name (a link
+    in its place becomes a file)."""
+    path = b.sftp_path(rel)
+    b.sftp.putfo(io.BytesIO(data), path + ".atk")
+    b.sftp.posix_rename(path + ".atk", path)
+
+
+def read_file(b: Board, rel: str) -> bytes:
+    with b.sftp.open(b.sftp_path(rel)) as f:
+        return f.read()
 
 
 def _flip(blob: bytes, index: int) -> bytes:
