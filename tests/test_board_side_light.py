@@ -75,8 +75,15 @@ def test_tee_image_loads_only_its_runtimes(tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             for tid in os.listdir(f"/proc/{daemon_pid}/task"):
-                for child in open(f"/proc/{daemon_pid}/task/{tid}/children").read().split():
-                    m = mapped(int(child))
+                try:  # a thread can end between the listing and the read
+                    children = open(f"/proc/{daemon_pid}/task/{tid}/children").read().split()
+                except FileNotFoundError:
+                    continue
+                for child in children:
+                    try:  # and a process between the listing and its maps
+                        m = mapped(int(child))
+                    except FileNotFoundError:
+                        continue
                     if all(name in m for name in expect):
                         return m
             time.sleep(0.2)
