@@ -60,7 +60,7 @@ demo: $(STAMP) $(SYSDEPS_STAMP) $(CORE_LIB)
 	$(BIN)/omg data synth --profile $(PROFILE) --out $(ART)/corpus-$(PROFILE)
 	$(BIN)/omg train --data $(ART)/corpus-$(PROFILE) --model $(MODEL) --out $(DEMO_DIR)
 	$(BIN)/omg convert --run $(DEMO_DIR)
-	$(BIN)/omg evaluate --run $(DEMO_DIR) --json $(DEMO_DIR)/evaluation.json
+	$(BIN)/omg evaluate --run $(DEMO_DIR) --json $(DEMO_DIR)/evaluation.json --conditions
 	$(BIN)/omg guard demo --run $(DEMO_DIR) --workdir $(DEMO_DIR)/guard
 	@$(BIN)/omg board status demo >/dev/null 2>&1 || $(BIN)/omg board create demo
 	$(BIN)/omg board up demo

@@ -70,7 +70,17 @@ def _cmd_convert(a: argparse.Namespace) -> int:
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .kws.evaluate import evaluate_run
 
-    r = evaluate_run(a.run, a.json, data=a.data, plots=not a.no_plots)
+    conds = a.conditions
+    if conds is not None:
+        conds = True if conds == "all" else [c.strip() for c in conds.split(",") if c.strip()]
+    r = evaluate_run(
+        a.run,
+        a.json,
+        data=a.data,
+        plots=not a.no_plots,
+        conditions=conds or False,
+        show_progress=not a.quiet,
+    )
     ho = r["heldout_engine"]
     print(
         f"test accuracy: float32 {r['test_accuracy_float32']:.4f}, int8 {r['test_accuracy_int8']:.4f}"
@@ -90,6 +100,26 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
               f"of clips, to tflite-micro's on {r['c_engine_outputs_identical_tflm']:.2%}")  # fmt: skip
     else:
         print(f"the TA's C core: {r['c_core']}")
+    if "conditions" in r:
+        from .kws.conditions import TARGETS
+
+        print(
+            f"{'condition':<13} {'int8':>6} {'float32':>8} {'held-out int8':>14}  worst words (int8)"
+        )
+        for name, c in r["conditions"].items():
+            ho = c.get("heldout", {}).get("int8")
+            mark = (
+                f" (target {TARGETS[name]:.2f})"
+                if name in TARGETS and c["int8"] < TARGETS[name]
+                else ""
+            )
+            worst = ", ".join(
+                f"{w['word']} {w['accuracy']:.2f}" for w in c.get("worst_words_int8", [])
+            )
+            print(f"{name:<13} {c['int8']:>6.3f} {c['float32']:>8.3f} "
+                  f"{'-' if ho is None else f'{ho:.3f}':>14}  {worst}{mark}")  # fmt: skip
+        if r.get("label_stability_lsb") is not None:
+            print(f"labels unchanged under ±1 LSB dither: {r['label_stability_lsb']:.2%}")
     if a.json:
         print(f"wrote {a.json}")
     return 0
@@ -519,6 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the results to this path")
     e.add_argument("--data", help="corpus to evaluate on (default: the one trained on)")
     e.add_argument("--no-plots", action="store_true", help="no confusion matrices (PNG) in the run")
+    e.add_argument("--conditions", nargs="?", const="all", metavar="NAMES",
+                   help="also score under reverberation, band-limiting, noise, gain, shift and "
+                        "±1 LSB dither: all of them, or a comma-separated list of "
+                        "(omgkit.kws.conditions.NAMES); plotted in conditions.png")  # fmt: skip
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_evaluate)
 
     g = sub.add_parser("guard", help="the model guard on an emulated TEE").add_subparsers(

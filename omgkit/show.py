@@ -419,3 +419,35 @@ def bench_figures(bench: Mapping[str, Any]):
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     f2.tight_layout()
     return f1, f2
+
+
+def plot_conditions(ev: Mapping[str, Any], title: str = ""):
+    """int8 accuracy per condition (``omg evaluate --conditions``), test split and held-out
+    engine, float32 as a tick, issue 15's targets as red marks. ``ev``: an evaluation (or its
+    ``conditions``)."""
+    from .kws.conditions import TARGETS
+
+    conditions = ev.get("conditions", ev)
+    names = list(conditions)
+    fig = _figure(7.5, 0.32 * len(names) + 1.4)
+    ax = fig.add_subplot()
+    yy = np.arange(len(names))[::-1]
+    test = [conditions[n].get("int8", np.nan) for n in names]
+    ax.barh(yy + 0.18, test, 0.36, label="int8, test split", color="#3b6ea8")
+    held = [conditions[n].get("heldout", {}).get("int8", np.nan) for n in names]
+    if not all(np.isnan(held)):
+        ax.barh(yy - 0.18, held, 0.36, label="int8, held-out engine", color="#e0a040")
+    f32 = [conditions[n].get("float32", np.nan) for n in names]
+    ax.plot(f32, yy + 0.18, "k|", ms=9, label="float32, test split")
+    tg = [(TARGETS[n], y) for n, y in zip(names, yy, strict=True) if n in TARGETS]
+    if tg:
+        ax.plot([t for t, _ in tg], [y for _, y in tg], "rv", ms=6, label="target")
+    ax.set_yticks(yy, names)
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("accuracy")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

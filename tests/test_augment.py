@@ -33,7 +33,14 @@ def test_noise_lands_near_the_requested_snr():
     x = _speech(40)
     noise = [np.random.default_rng(1).standard_normal(16000 * 20).astype(np.float32) * 0.1]
     s = AugmentSettings(
-        shift_ms=0, speed_prob=0, reverb_prob=0, gain_db=(0, 0), noise_prob=1.0, snr_db=(20, 20)
+        shift_ms=0,
+        speed_prob=0,
+        reverb_prob=0,
+        gain_db=(0, 0),
+        noise_prob=1.0,
+        snr_db=(20, 20),
+        bandlimit_prob=0,
+        floor_dbfs=None,
     )
     y = augment(x, noise, np.random.default_rng(0), s)
     clean = x.astype(np.float32) / 32768
@@ -43,7 +50,8 @@ def test_noise_lands_near_the_requested_snr():
 
 def test_silence_rows_get_no_shift_speed_or_reverb():
     x = _speech(4)
-    s = AugmentSettings(noise_prob=0, gain_db=(0, 0), speed_prob=1, reverb_prob=1)
+    s = AugmentSettings(noise_prob=0, gain_db=(0, 0), speed_prob=1, reverb_prob=1, bandlimit_prob=1,
+                        floor_dbfs=None)  # fmt: skip
     y = augment(x, [], np.random.default_rng(0), s, is_speech=np.array([False, True, False, True]))
     assert np.allclose(y[[0, 2]], x[[0, 2]] / 32768, atol=1e-6)
     assert not np.allclose(y[[1, 3]], x[[1, 3]] / 32768, atol=1e-3)

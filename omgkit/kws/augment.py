@@ -25,16 +25,16 @@ class AugmentSettings:
     """Augmented copies of each training clip (besides the clean one)."""
     shift_ms: float = 100.0
     """Largest time shift either way."""
-    gain_db: tuple[float, float] = (-8.0, 3.0)
+    gain_db: tuple[float, float] = (-30.0, 6.0)
     """Gain range."""
     speed: tuple[float, float] = (0.88, 1.12)
     """Speed (and pitch) factor range."""
     speed_prob: float = 0.5
-    reverb_prob: float = 0.3
+    reverb_prob: float = 0.5
     rt60_s: tuple[float, float] = (0.1, 0.5)
     """Reverberation time range."""
     noise_prob: float = 0.8
-    snr_db: tuple[float, float] = (10.0, 30.0)
+    snr_db: tuple[float, float] = (0.0, 30.0)
     """Signal-to-noise ratio range for background noise."""
     vtlp: tuple[float, float] = (1.0, 1.0)
     """Vocal tract length perturbation: mel band edges scaled by a factor from this range."""
@@ -48,6 +48,23 @@ class AugmentSettings:
     """Probability of a random spectral tilt (a brighter or darker voice or microphone)."""
     tilt_db_per_octave: tuple[float, float] = (-6.0, 6.0)
     """Tilt range, in dB per octave around 1 kHz."""
+    rooms: int = 48
+    """Simulated training rooms (``omgkit.kws.rooms``, image method) for reverberation;
+    0: the older synthetic exponential tail."""
+    bandlimit_prob: float = 0.3
+    """Probability of a random band-pass (a telephone, a cheap microphone)."""
+    bandlimit_low_hz: tuple[float, float] = (100.0, 500.0)
+    """Range of the band-pass's lower edge."""
+    bandlimit_high_hz: tuple[float, float] = (2800.0, 7000.0)
+    """Range of its upper edge."""
+    babble_prob: float = 0.3
+    """Of the clips that get noise: the share whose noise is babble, several other training
+    clips of the same batch at once."""
+    tones_prob: float = 0.2
+    """Of the clips that get noise: the share whose noise is random harmonic tones."""
+    floor_dbfs: tuple[float, float] | None = (-90.0, -60.0)
+    """A white noise floor at this level (dB full scale, RMS) under every augmented clip,
+    silence rows included: a real microphone never delivers digital silence."""
 
 
 def _speed(x: np.ndarray, factor: np.ndarray, apply: np.ndarray) -> np.ndarray:
@@ -112,12 +129,13 @@ def augment(
     rng: np.random.Generator,
     s: AugmentSettings = AugmentSettings(),
     is_speech: np.ndarray | None = None,
+    seed: int = 0,
 ) -> np.ndarray:
     """One augmented copy of a batch: int16 ``(N, 16000)`` in, float32 out.
 
     ``noise`` holds whole noise files; only their training region is used.
     ``is_speech`` marks rows that are speech (silence rows get gain and noise
-    only: shifting or reverberating noise teaches nothing).
+    only: shifting or reverberating noise teaches nothing). ``seed`` picks the training rooms.
     """
     x = audio.astype(np.float32) / 32768.0
     n = x.shape[0]
@@ -132,24 +150,87 @@ def augment(
         else:
             x[i, shifts[i] :] = 0
     x = _speed(x, rng.uniform(*s.speed, n), (rng.random(n) < s.speed_prob) & speech)
-    x = _reverb(x, rng.uniform(*s.rt60_s, n), (rng.random(n) < s.reverb_prob) & speech, rng)
+    rev = (rng.random(n) < s.reverb_prob) & speech
+    if s.rooms > 0:
+        from .rooms import impulse_responses, reverberate, training_rooms
+
+        irs = impulse_responses(training_rooms(s.rooms, seed))
+        idx = np.flatnonzero(rev)
+        x[idx] = reverberate(x[idx], irs, rng.integers(0, len(irs), idx.size))
+    else:
+        x = _reverb(x, rng.uniform(*s.rt60_s, n), rev, rng)
+    if s.bandlimit_prob > 0:
+        x = _bandlimit(x, (rng.random(n) < s.bandlimit_prob) & speech, s, rng)
     if s.tilt_prob > 0:  # drawn only when enabled: older runs stay bit-identical
         x = _tilt(x, rng.uniform(*s.tilt_db_per_octave, n), (rng.random(n) < s.tilt_prob) & speech)
     x *= (10.0 ** (rng.uniform(*s.gain_db, n) / 20.0))[:, None].astype(np.float32)
     if noise:
         add = (rng.random(n) < s.noise_prob) & speech
+        talkers = np.flatnonzero(speech)
         for i in np.flatnonzero(add):
-            src = noise[int(rng.integers(len(noise)))]
-            lo, hi = noise_region(src.size, "training")
-            off = int(rng.integers(lo, max(lo + 1, hi - CLIP_SAMPLES)))
-            seg = src[off : off + CLIP_SAMPLES]
-            if seg.size < CLIP_SAMPLES:
-                continue
+            u = rng.random() if s.babble_prob + s.tones_prob > 0 else 1.0
+            if u < s.babble_prob and talkers.size >= 8:
+                seg = _babble(audio, talkers, rng)
+            elif u < s.babble_prob + s.tones_prob:
+                seg = _tones(rng)
+            else:
+                src = noise[int(rng.integers(len(noise)))]
+                lo, hi = noise_region(src.size, "training")
+                off = int(rng.integers(lo, max(lo + 1, hi - CLIP_SAMPLES)))
+                seg = src[off : off + CLIP_SAMPLES]
+                if seg.size < CLIP_SAMPLES:
+                    continue
             p_sig = float(np.mean(x[i] ** 2)) + 1e-10
             p_noise = float(np.mean(seg**2)) + 1e-10
             snr = rng.uniform(*s.snr_db)
             x[i] += seg * np.sqrt(p_sig / (p_noise * 10 ** (snr / 10)))
+    if s.floor_dbfs is not None:
+        level = 10.0 ** (rng.uniform(*s.floor_dbfs, n) / 20.0)
+        x += (rng.standard_normal(x.shape) * level[:, None]).astype(np.float32)
     return np.clip(x, -1.0, 1.0)
+
+
+def _babble(audio: np.ndarray, talkers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Four to seven other training clips at once, each moved in time: a crowd of the
+    training voices (evaluation's babble is a different, synthetic one)."""
+    k = int(rng.integers(4, 8))
+    out = np.zeros(CLIP_SAMPLES, np.float32)
+    for j in rng.choice(talkers, k, replace=False):
+        out += np.roll(audio[j].astype(np.float32) / 32768.0, int(rng.integers(0, CLIP_SAMPLES)))
+    return out
+
+
+def _tones(rng: np.random.Generator) -> np.ndarray:
+    """One to three harmonic tones whose pitch jumps every 0.1-0.5 s: tonal interference
+    (a radio, an alarm, a hum's harmonics)."""
+    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+    out = np.zeros(CLIP_SAMPLES)
+    for _ in range(int(rng.integers(1, 4))):
+        f0 = np.empty(CLIP_SAMPLES)
+        i = 0
+        while i < CLIP_SAMPLES:
+            d = int(rng.uniform(0.1, 0.5) * SAMPLE_RATE)
+            f0[i : i + d] = rng.uniform(90, 1200)
+            i += d
+        phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+        for h in range(1, int(rng.integers(1, 7)) + 1):
+            out += rng.uniform(0.2, 1.0) / h * np.sin(h * phase + rng.uniform(0, 6.3))
+    return (out * (0.7 + 0.3 * np.sin(2 * np.pi * rng.uniform(0, 6) * t))).astype(np.float32)
+
+
+def _bandlimit(x: np.ndarray, apply: np.ndarray, s: AugmentSettings,
+               rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """A Butterworth band-pass (order 2 to 8) with random edges on the chosen rows."""
+    from scipy.signal import butter, sosfilt
+
+    out = x.copy()
+    for i in np.flatnonzero(apply):
+        lo, hi = rng.uniform(*s.bandlimit_low_hz), rng.uniform(*s.bandlimit_high_hz)
+        sos = butter(int(rng.integers(1, 5)), [lo, min(hi, 0.45 * SAMPLE_RATE)], btype="bandpass",
+                     fs=SAMPLE_RATE, output="sos")  # fmt: skip
+        y = sosfilt(sos, x[i].astype(np.float64))
+        out[i] = (y * (np.abs(x[i]).max() / (np.abs(y).max() + 1e-12))).astype(np.float32)
+    return out
 
 
 def featurize_augmented(settings, audio: np.ndarray, rng: np.random.Generator, s: AugmentSettings,

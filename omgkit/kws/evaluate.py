@@ -60,8 +60,16 @@ def evaluate_run(
     *,
     data: str | os.PathLike | None = None,
     plots: bool = True,
+    conditions: list[str] | bool = False,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a converted run; write ``evaluation.json`` (and ``json_path``)."""
+    """Evaluate a converted run; write ``evaluation.json`` (and ``json_path``).
+
+    ``conditions``: ``True`` for every condition of ``omgkit.kws.conditions``, or a list of
+    their names (``clean`` is always added): accuracy under reverberation, band-limiting,
+    noise, gain, shift and dither, in ``conditions`` and ``label_stability_lsb``, plotted
+    in ``conditions.png``.
+    """
     run = RunDir(run_dir)
     man = run.manifest()
     labels = man.labels
@@ -140,6 +148,17 @@ def evaluate_run(
                 f"int8, held-out engine: {holdout}",
             )
     res.update(c_core_agreement(models["int8"], man.frontend, audio, feats, preds, ds, holdout))
+    if conditions:
+        from ..show import plot_conditions
+        from .conditions import evaluate_conditions
+
+        splits = {k: audio[k] for k in ("testing", "heldout") if k in audio}
+        names = None if conditions is True else list(conditions)
+        res.update(evaluate_conditions(models, frontend, splits, labels, names, show_progress))
+        if plots:
+            plot_conditions(res["conditions"], f"{man.model}: accuracy by condition").savefig(
+                run / "conditions.png", dpi=110
+            )
     text = json.dumps(res, indent=2) + "\n"
     atomic_write_text(run / "evaluation.json", text)
     if json_path:
@@ -154,6 +173,9 @@ def evaluate_run(
             "labels_agree_litert_tflm",
         )
     }
+    if conditions:
+        summary["conditions_int8"] = {k: v["int8"] for k, v in res["conditions"].items()}
+        summary["label_stability_lsb"] = res["label_stability_lsb"]
     run.update({"evaluate": summary}, files=["evaluation.json"])
     return res
 

@@ -105,7 +105,7 @@ def training_features(
         bar.update(len(audio))
         speech = labels != 0
         for _ in range(s.augment.copies):
-            aug = augment(audio, noise, rng, s.augment, is_speech=speech)
+            aug = augment(audio, noise, rng, s.augment, is_speech=speech, seed=s.seed)
             feats.append(featurize_augmented(s.frontend, aug, rng, s.augment, speech))
             bar.update(len(audio))
     return np.concatenate(feats), np.tile(labels, s.augment.copies + 1)

@@ -58,7 +58,7 @@ static void fe_defaults(omg_fe_settings *s)
 	s->num_coefficients = 10;
 	s->lower_hz = 20.0;
 	s->upper_hz = 4000.0;
-	s->log_offset = 1e-6;
+	s->log_offset = 1e-2;
 }
 
 static bool is_finite(double x)
