@@ -1,9 +1,10 @@
 """Training-time augmentation, batched in numpy.
 
-Per clip, each with its own probability: time shift, gain, speed change
-(which also shifts pitch), reverberation (a synthetic exponentially decaying
-room response) and background noise at 10-30 dB SNR taken from the training
-region of the noise files only. Everything is vectorised over the batch, so
+Per clip, each with its own probability: time shift, speed change (which
+also shifts pitch), reverberation through a simulated training room
+(``omgkit.kws.rooms``), a random band-pass, gain, and noise at 0-30 dB SNR
+(the training region of the corpus's noise files, babble from the batch's
+own clips, or random tones), then a white noise floor under every clip. Everything is vectorised over the batch, so
 augmenting and featurising a whole training set takes seconds and training
 is bound by the network, not by per-clip Python (measured in the issue:
 per-clip augmentation and MFCC took over half of each epoch).
@@ -191,8 +192,9 @@ def augment(
 
 
 def _babble(audio: np.ndarray, talkers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Four to seven other training clips at once, each moved in time: a crowd of the
-    training voices (evaluation's babble is a different, synthetic one)."""
+    """Four to seven training clips of the batch at once (possibly the clip itself among
+    them), each moved in time: a crowd of the training voices (evaluation's babble is a
+    different, synthetic one)."""
     k = int(rng.integers(4, 8))
     out = np.zeros(CLIP_SAMPLES, np.float32)
     for j in rng.choice(talkers, k, replace=False):
