@@ -28,7 +28,8 @@ from omgkit.kws.features import FrontendSettings
 from omgkit.kws.train import TrainSettings
 
 OLD_AUG = AugmentSettings(copies=2, gain_db=(-8.0, 3.0), snr_db=(10.0, 30.0), reverb_prob=0.3,
-                          rooms=0, bandlimit_prob=0.0, floor_dbfs=None)  # fmt: skip
+                          rooms=0, bandlimit_prob=0.0, floor_dbfs=None, babble_prob=0.0,
+                          tones_prob=0.0)  # fmt: skip
 OLD_FE = FrontendSettings(log_offset=1e-6)
 
 
@@ -77,7 +78,10 @@ def main(argv=None) -> int:
         s = dataclasses.replace(all_v[name], epochs=a.epochs)
         run = Path(a.out) / name
         t0 = time.perf_counter()
-        if not (run / "model_int8.tflite").is_file():
+        man = run / "manifest.json"
+        same = man.is_file() and json.loads(man.read_text()).get("train", {}).get(
+            "settings") == json.loads(json.dumps(s.to_dict()))  # fmt: skip
+        if not (same and (run / "model_int8.tflite").is_file()):
             m = train(a.data, run, s, verbose=2)
             convert_run(run)
         else:

@@ -8,8 +8,11 @@ them through the runtime the TA uses. Everything is seeded (``EVAL_SEED``)
 and kept apart from training: the rooms are evaluation's own draw (the hall
 is larger and more reverberant than any room trained on), and the noise
 (babble, music, keyboard, traffic) is made here from generators training
-never uses — training mixes only the corpus's ``_background_noise_`` files
-(white, pink and brown noise, hum, fan, running tap).
+never calls. Training mixes the corpus's ``_background_noise_`` files
+(white, pink and brown noise, hum, fan, running tap) and, since issue 15,
+babble from its own clips and random harmonic tones: kin to evaluation's
+babble and music, though made differently; keyboard clicks and traffic have
+no training analogue.
 
 The conditions:
 

@@ -29,6 +29,9 @@ import numpy as np
 from ..util import atomic_write_bytes
 from .audio import SAMPLE_RATE
 
+ROOMS_FORMAT = 1
+"""Bump when ``_simulate`` changes how a response is made (length, normalisation): cached
+sets are keyed by it."""
 SPEED_OF_SOUND = 343.0
 """Metres per second (air at 20 °C)."""
 
@@ -56,7 +59,8 @@ class RoomRange:
     height: tuple[float, float]
     rt60: tuple[float, float]
     distance: tuple[float, float]
-    """Talker to microphone."""
+    """Talker to microphone, horizontally (their heights differ too: mic 0.7-1.3 m, talker
+    1.2-1.8 m)."""
 
 
 TRAINING_ROOMS = RoomRange(length=(3.0, 10.0), width=(2.5, 8.0), height=(2.4, 4.0),
@@ -124,7 +128,7 @@ def cache_dir() -> Path:
 def _key(rooms: tuple[Room, ...]) -> str:
     from importlib.metadata import version
 
-    desc = json.dumps([version("rir-generator"), SAMPLE_RATE, SPEED_OF_SOUND,
+    desc = json.dumps([ROOMS_FORMAT, version("rir-generator"), SAMPLE_RATE, SPEED_OF_SOUND,
                        [dataclasses.astuple(r) for r in rooms]])  # fmt: skip
     return hashlib.sha256(desc.encode()).hexdigest()[:20]
 
