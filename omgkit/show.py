@@ -429,7 +429,7 @@ def plot_conditions(ev: Mapping[str, Any], title: str = ""):
 
     conditions = ev.get("conditions", ev)
     names = list(conditions)
-    fig = _figure(7.5, 0.32 * len(names) + 1.4)
+    fig = _figure(7.5, 0.32 * len(names) + 1.8)
     ax = fig.add_subplot()
     yy = np.arange(len(names))[::-1]
     test = [conditions[n].get("int8", np.nan) for n in names]
@@ -446,7 +446,7 @@ def plot_conditions(ev: Mapping[str, Any], title: str = ""):
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("accuracy")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()
