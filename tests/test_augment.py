@@ -9,6 +9,7 @@ import numpy as np
 from omg_ta.frontend import Frontend, FrontendSettings
 from omgkit.kws.augment import AugmentSettings, augment, featurize_augmented
 from omgkit.kws.features import featurize
+from omgkit.kws.train import AUGMENT_OFF_WHEN_ABSENT, TrainSettings
 
 
 def _speech(n: int = 6) -> np.ndarray:
@@ -107,6 +108,44 @@ def test_tilt_off_by_default_leaves_augmentation_unchanged():
     )
     c = augment(x, [], np.random.default_rng(3), AugmentSettings(tilt_prob=1.0))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_fluctuating_and_impulsive_noise_are_what_they_say():
+    """The two non-stationary training noises: the fluctuating one's level wanders (frame
+    levels spread over more than 10 dB), the impulsive one is peaky (kurtosis far above
+    Gaussian noise's 3); turning them off changes the augmentation, and a manifest without
+    them (written before they existed) reads as both off."""
+    from omgkit.kws.augment import _fluctuating, _impulses
+
+    def frame_db(x):
+        return 10 * np.log10((x[: 16000 // 320 * 320].reshape(-1, 320) ** 2).mean(1) + 1e-12)
+
+    spreads, kurt = [], []
+    for seed in range(20):
+        f = _fluctuating(np.random.default_rng(seed))
+        i = _impulses(np.random.default_rng(seed)).astype(np.float64)
+        assert f.shape == i.shape == (16000,) and np.isfinite(f).all() and np.isfinite(i).all()
+        spreads.append(np.percentile(frame_db(f), 90) - np.percentile(frame_db(f), 10))
+        kurt.append(np.mean(i**4) / np.mean(i**2) ** 2)
+    assert np.median(spreads) > 10 and np.median(kurt) > 10
+    x = _speech(40)
+    noise = [np.random.default_rng(1).standard_normal(16000 * 20).astype(np.float32) * 0.1]
+    off = AugmentSettings(fluctuating_prob=0.0, impulses_prob=0.0)
+    a = augment(x, noise, np.random.default_rng(3), off)
+    c = augment(x, noise, np.random.default_rng(3), AugmentSettings())
+    assert not np.array_equal(a, c)
+    old = TrainSettings().to_dict()
+    for k in AUGMENT_OFF_WHEN_ABSENT:
+        del old["augment"][k]
+    s = TrainSettings.from_dict(old).augment
+    assert (s.fluctuating_prob, s.impulses_prob, s.babble_prob, s.rooms, s.floor_dbfs) == (
+        0.0,
+        0.0,
+        0.0,
+        0,
+        None,
+    )
+    assert TrainSettings.from_dict(TrainSettings().to_dict()) == TrainSettings()
 
 
 def test_balanced_class_weights():

@@ -4,7 +4,9 @@ Per clip, each with its own probability: time shift, speed change (which
 also shifts pitch), reverberation through a simulated training room
 (``omgkit.kws.rooms``), a random band-pass, gain, and noise at 0-30 dB SNR
 (the training region of the corpus's noise files, babble from the batch's
-own clips, or random tones), then a white noise floor under every clip. Everything is vectorised over the batch, so
+own clips, random tones, coloured noise under a wandering envelope, or
+bursts and clicks), then a white noise floor under every clip. Everything
+is vectorised over the batch, so
 augmenting and featurising a whole training set takes seconds and training
 is bound by the network, not by per-clip Python (measured in the issue:
 per-clip augmentation and MFCC took over half of each epoch).
@@ -63,6 +65,12 @@ class AugmentSettings:
     clips of the same batch at once."""
     tones_prob: float = 0.2
     """Of the clips that get noise: the share whose noise is random harmonic tones."""
+    fluctuating_prob: float = 0.15
+    """Of the clips that get noise: the share whose noise is randomly coloured noise under a
+    random slow envelope (a crowd's murmur, passing cars, wind)."""
+    impulses_prob: float = 0.15
+    """Of the clips that get noise: the share whose noise is random bursts and clicks (typing,
+    cutlery, footsteps, a door)."""
     floor_dbfs: tuple[float, float] | None = (-90.0, -60.0)
     """A white noise floor at this level (dB full scale, RMS) under every augmented clip,
     silence rows included: a real microphone never delivers digital silence."""
@@ -169,11 +177,16 @@ def augment(
         add = (rng.random(n) < s.noise_prob) & speech
         talkers = np.flatnonzero(speech)
         for i in np.flatnonzero(add):
-            u = rng.random() if s.babble_prob + s.tones_prob > 0 else 1.0
-            if u < s.babble_prob and talkers.size >= 8:
+            shares = np.cumsum([s.babble_prob, s.tones_prob, s.fluctuating_prob, s.impulses_prob])
+            u = rng.random() if shares[-1] > 0 else 1.0
+            if u < shares[0] and talkers.size >= 8:
                 seg = _babble(audio, talkers, rng)
-            elif u < s.babble_prob + s.tones_prob:
+            elif u < shares[1]:
                 seg = _tones(rng)
+            elif u < shares[2]:
+                seg = _fluctuating(rng)
+            elif u < shares[3]:
+                seg = _impulses(rng)
             else:
                 src = noise[int(rng.integers(len(noise)))]
                 lo, hi = noise_region(src.size, "training")
@@ -218,6 +231,44 @@ def _tones(rng: np.random.Generator) -> np.ndarray:
         for h in range(1, int(rng.integers(1, 7)) + 1):
             out += rng.uniform(0.2, 1.0) / h * np.sin(h * phase + rng.uniform(0, 6.3))
     return (out * (0.7 + 0.3 * np.sin(2 * np.pi * rng.uniform(0, 6) * t))).astype(np.float32)
+
+
+def _colour(rng: np.random.Generator, n: int) -> np.ndarray:
+    """White noise through a random smooth spectrum: gains drawn at eight points spaced in
+    log-frequency from 50 Hz to 8 kHz (±15 dB), interpolated between them."""
+    f = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+    knots = np.linspace(np.log2(50.0), np.log2(8000.0), 8)
+    db = np.interp(np.log2(np.clip(f, 50.0, 8000.0)), knots, rng.uniform(-15.0, 15.0, 8))
+    return np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * 10.0 ** (db / 20.0), n)
+
+
+def _fluctuating(rng: np.random.Generator) -> np.ndarray:
+    """Coloured noise (``_colour``) whose level follows a random envelope: the sum of one to
+    four raised sinusoids of 0.3-8 Hz, or a smoothed random on/off gate."""
+    n = CLIP_SAMPLES
+    t = np.arange(n) / SAMPLE_RATE
+    if rng.random() < 0.5:
+        env = sum(1.0 + np.sin(2 * np.pi * rng.uniform(0.3, 8.0) * t + rng.uniform(0, 6.3))
+                  for _ in range(int(rng.integers(1, 5))))  # fmt: skip
+    else:
+        k = int(rng.integers(3, 25))
+        gate = np.repeat(rng.random(k) < 0.6, n // k + 1)[:n]
+        env = np.convolve(gate.astype(np.float64) + 0.05, np.hanning(801) / 400.0, "same")
+    return (_colour(rng, n) * env).astype(np.float32)
+
+
+def _impulses(rng: np.random.Generator) -> np.ndarray:
+    """Bursts of coloured noise, each 1-30 ms of exponential decay, at 1-20 a second and of
+    random loudness, over a floor 30-50 dB below them."""
+    n = CLIP_SAMPLES
+    src = _colour(rng, n)
+    out = src * 10.0 ** (-rng.uniform(30.0, 50.0) / 20.0)
+    k = int(rng.poisson(rng.uniform(1.0, 20.0)))
+    for at in rng.integers(0, n, k):
+        m = min(int(0.12 * SAMPLE_RATE), n - at)
+        tau = rng.uniform(0.001, 0.03) * SAMPLE_RATE
+        out[at : at + m] += rng.uniform(0.1, 1.0) * src[at : at + m] * np.exp(-np.arange(m) / tau)
+    return out.astype(np.float32)
 
 
 def _bandlimit(x: np.ndarray, apply: np.ndarray, s: AugmentSettings,

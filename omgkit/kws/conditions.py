@@ -51,7 +51,10 @@ from ..errors import UnknownNameError
 from .audio import SAMPLE_RATE
 
 EVAL_SEED = 0x0E7A1
-"""Evaluation's seed: its rooms, its noise and where each condition cuts are drawn from it."""
+"""Evaluation's seed: its rooms, its noise and where each condition cuts are drawn from it.
+Each stream has its own key, so that no two coincide (numpy pads a shorter key with zeros):
+``[EVAL_SEED, 0x500, room set]``, ``[EVAL_SEED, 0x601, noise kind]`` and, for a condition's
+draws on a split, ``[EVAL_SEED, condition index, split index]``."""
 
 NOISE_KINDS = ("babble", "music", "keyboard", "traffic")
 """Evaluation's noise; none of these is in any training corpus's ``_background_noise_``."""
@@ -77,6 +80,8 @@ class Condition:
 
 
 def _to_int16(x: np.ndarray) -> np.ndarray:
+    """The exact inverse of ``_float`` (scale 32768, unlike ``audio.to_int16``'s 32767), so
+    that ``clean`` and a 0 dB gain give back the very samples they were given."""
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
@@ -173,7 +178,7 @@ def _envelope(rng: np.random.Generator, n: int, rate_hz: float) -> np.ndarray:
 def evaluation_noise(kind: str, seconds: int = 30) -> np.ndarray:
     """``seconds`` of one kind of evaluation noise (float64, unit RMS), made from ``EVAL_SEED``."""
     n = seconds * SAMPLE_RATE
-    rng = np.random.default_rng([EVAL_SEED, NOISE_KINDS.index(kind)])
+    rng = np.random.default_rng([EVAL_SEED, 0x601, NOISE_KINDS.index(kind)])
     t = np.arange(n) / SAMPLE_RATE
     if kind == "babble":  # six talkers: speech-shaped noise, syllable-rate envelopes, pauses
         x = np.zeros(n)

@@ -68,11 +68,25 @@ class TrainSettings:
         """Settings as recorded in a run's manifest (``to_dict``)."""
         d = dict(d)
         d["frontend"] = FrontendSettings.from_dict(d["frontend"])
-        aug = d.get("augment", {})
+        # a key an older manifest lacks is an augmentation that did not exist then: off
+        aug = {**AUGMENT_OFF_WHEN_ABSENT, **d.get("augment", {})}
         d["augment"] = AugmentSettings(
             **{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
         )
         return cls(**d)
+
+
+AUGMENT_OFF_WHEN_ABSENT: dict[str, Any] = {
+    "rooms": 0,
+    "bandlimit_prob": 0.0,
+    "floor_dbfs": None,
+    "babble_prob": 0.0,
+    "tones_prob": 0.0,
+    "fluctuating_prob": 0.0,
+    "impulses_prob": 0.0,
+}
+"""Augmentations added after the first manifests were written (issue 15), and their value
+when a manifest does not name them."""
 
 
 def resolve_holdout(ds: Dataset, name: str) -> str | None:
