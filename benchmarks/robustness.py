@@ -11,7 +11,7 @@ engine), then prints one table: int8 accuracy per condition and variant,
 the held-out engine's clean accuracy and the label stability under ±1 LSB.
 A variant already trained in ``--out`` with the same settings is evaluated
 again, not retrained; ``--evaluate-only`` evaluates whatever is there (after a
-change to the evaluation). ``TRIALS`` are single changes on top of the
+change to the evaluation). ``TRIALS`` are single ideas on top of the
 defaults, measured to be kept or rejected.
 Figures are reported, never asserted; the note on issue 15 and
 ``docs/pipeline.md`` quote them.
@@ -53,7 +53,7 @@ _STEPS = [
 ]
 
 
-# trials: one change each on top of today's defaults, not cumulative (low_snr and babble_half
+# trials: one idea each on top of today's defaults, not cumulative (low_snr and babble_half
 # on part 1's defaults: they turn the fluctuating and impulsive noises off)
 TRIALS = {  # name: (augmentation, frontend, training) settings changed from the defaults
     "low_snr": (

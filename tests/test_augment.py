@@ -127,9 +127,23 @@ def test_fluctuating_and_impulsive_noise_are_what_they_say():
         assert f.shape == i.shape == (16000,) and np.isfinite(f).all() and np.isfinite(i).all()
         spreads.append(np.percentile(frame_db(f), 90) - np.percentile(frame_db(f), 10))
         kurt.append(np.mean(i**4) / np.mean(i**2) ** 2)
-    assert np.median(spreads) > 10 and np.median(kurt) > 10
-    x = _speech(40)
+    assert sum(v > 6 for v in spreads) >= 15 and sum(k > 6 for k in kurt) >= 15
     noise = [np.random.default_rng(1).standard_normal(16000 * 20).astype(np.float32) * 0.1]
+    # and augment sends each share to its own generator: impulses-only noise is peaky,
+    # fluctuating-only noise is not
+    x0 = np.zeros((40, 16000), np.int16)
+    x0[:, 4000:12000] = _speech(40)[:, 4000:12000]
+    only = AugmentSettings(shift_ms=0, speed_prob=0, reverb_prob=0, gain_db=(0, 0), noise_prob=1.0,
+                           bandlimit_prob=0, floor_dbfs=None, babble_prob=0.0, tones_prob=0.0)  # fmt: skip
+
+    def residual_kurtosis(**shares):
+        r = augment(x0, noise, np.random.default_rng(0), dataclasses.replace(only, **shares))
+        r = (r - x0 / 32768.0)[:, :4000].astype(np.float64)  # the noise before the word
+        return np.median(np.mean(r**4, 1) / np.mean(r**2, 1) ** 2)
+
+    assert residual_kurtosis(impulses_prob=1.0, fluctuating_prob=0.0) > 10
+    assert residual_kurtosis(impulses_prob=0.0, fluctuating_prob=1.0) < 6
+    x = _speech(40)
     off = AugmentSettings(fluctuating_prob=0.0, impulses_prob=0.0)
     a = augment(x, noise, np.random.default_rng(3), off)
     c = augment(x, noise, np.random.default_rng(3), AugmentSettings())
@@ -146,6 +160,17 @@ def test_fluctuating_and_impulsive_noise_are_what_they_say():
         None,
     )
     assert TrainSettings.from_dict(TrainSettings().to_dict()) == TrainSettings()
+
+
+def test_noise_shares_must_fit_in_one():
+    import pytest
+
+    from omgkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="together <= 1"):
+        AugmentSettings(babble_prob=0.5, tones_prob=0.3, fluctuating_prob=0.3)
+    with pytest.raises(ConfigError):
+        AugmentSettings(impulses_prob=-0.1)
 
 
 def test_balanced_class_weights():

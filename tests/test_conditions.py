@@ -194,9 +194,11 @@ def test_training_babble_is_other_clips_and_tones_are_tonal():
     t = np.arange(16000) / 16000
     x = np.asarray([np.sin(2 * np.pi * (300 + 100 * i) * t) * 8000 for i in range(10)], np.int16)
     base = dict(shift_ms=0, speed_prob=0, gain_db=(0, 0), reverb_prob=0, bandlimit_prob=0,
-                floor_dbfs=None, noise_prob=1.0, snr_db=(0, 0))  # fmt: skip
+                floor_dbfs=None, noise_prob=1.0, snr_db=(0, 0), fluctuating_prob=0.0,
+                impulses_prob=0.0)  # fmt: skip
     flat = [np.zeros(16000 * 5, np.float32) + 1e-3]
-    b = augment(x, flat, np.random.default_rng(0), AugmentSettings(**base, babble_prob=1.0))
+    b = augment(x, flat, np.random.default_rng(0),
+                AugmentSettings(**base, babble_prob=1.0, tones_prob=0.0))  # fmt: skip
     spec = np.abs(np.fft.rfft(b[0]))  # row 0 is 300 Hz; the crowd brings others' tones
     others = [spec[f - 2 : f + 3].max() for f in range(400, 1300, 100)]
     assert sum(v > 0.05 * spec[298:303].max() for v in others) >= 4

@@ -18,6 +18,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import ConfigError
 from .audio import CLIP_SAMPLES, SAMPLE_RATE
 from .dataset import noise_region
 
@@ -67,13 +68,21 @@ class AugmentSettings:
     """Of the clips that get noise: the share whose noise is random harmonic tones."""
     fluctuating_prob: float = 0.15
     """Of the clips that get noise: the share whose noise is randomly coloured noise under a
-    random slow envelope (a crowd's murmur, passing cars, wind)."""
+    random envelope of 0.3-8 Hz (a crowd's murmur, passing cars, wind)."""
     impulses_prob: float = 0.15
     """Of the clips that get noise: the share whose noise is random bursts and clicks (typing,
     cutlery, footsteps, a door)."""
     floor_dbfs: tuple[float, float] | None = (-90.0, -60.0)
     """A white noise floor at this level (dB full scale, RMS) under every augmented clip,
     silence rows included: a real microphone never delivers digital silence."""
+
+    def __post_init__(self) -> None:
+        shares = (self.babble_prob, self.tones_prob, self.fluctuating_prob, self.impulses_prob)
+        if min(shares) < 0 or sum(shares) > 1 + 1e-9:
+            raise ConfigError(
+                "babble_prob, tones_prob, fluctuating_prob and impulses_prob are shares of the "
+                f"noised clips: each >= 0 and together <= 1 (got {shares})"
+            )
 
 
 def _speed(x: np.ndarray, factor: np.ndarray, apply: np.ndarray) -> np.ndarray:
@@ -258,8 +267,9 @@ def _fluctuating(rng: np.random.Generator) -> np.ndarray:
 
 
 def _impulses(rng: np.random.Generator) -> np.ndarray:
-    """Bursts of coloured noise, each 1-30 ms of exponential decay, at 1-20 a second and of
-    random loudness, over a floor 30-50 dB below them."""
+    """Bursts of coloured noise over a floor 30-50 dB below full level: on average 1-20 a
+    second (Poisson; now and then none, leaving the floor alone), each decaying with a time
+    constant of 1-30 ms (cut after 120 ms) from 0.1-1.0 of full level."""
     n = CLIP_SAMPLES
     src = _colour(rng, n)
     out = src * 10.0 ** (-rng.uniform(30.0, 50.0) / 20.0)
