@@ -104,7 +104,7 @@ class FeSettings(ctypes.Structure):
     _fields_ = [("kind", c_i32), ("sample_rate", c_i32), ("clip_ms", c_i32), ("window_ms", ctypes.c_double),
                 ("hop_ms", ctypes.c_double), ("num_mel_bins", c_i32), ("num_coefficients", c_i32),
                 ("lower_hz", ctypes.c_double), ("upper_hz", ctypes.c_double),
-                ("log_offset", ctypes.c_double)]  # fmt: skip
+                ("log_offset", ctypes.c_double), ("log_floor", ctypes.c_double)]  # fmt: skip
 
 
 class PkgHeader(ctypes.Structure):
@@ -205,7 +205,8 @@ class _Input:
 def _fe_fields(s: FeSettings) -> dict:
     return {"kind": s.kind, "sample_rate": s.sample_rate, "clip_ms": s.clip_ms, "window_ms": s.window_ms.hex(),
             "hop_ms": s.hop_ms.hex(), "num_mel_bins": s.num_mel_bins, "num_coefficients": s.num_coefficients,
-            "lower_hz": s.lower_hz.hex(), "upper_hz": s.upper_hz.hex(), "log_offset": s.log_offset.hex()}  # fmt: skip
+            "lower_hz": s.lower_hz.hex(), "upper_hz": s.upper_hz.hex(), "log_offset": s.log_offset.hex(),
+            "log_floor": s.log_floor.hex()}  # fmt: skip
 
 
 def c_package(lib, data: bytes, extra: int = 0) -> tuple[int, dict | None]:
@@ -357,7 +358,7 @@ def _fe_py(fe) -> dict:
             "window_ms": float(fe.window_ms).hex(), "hop_ms": float(fe.hop_ms).hex(),
             "num_mel_bins": fe.num_mel_bins, "num_coefficients": fe.num_coefficients,
             "lower_hz": float(fe.lower_hz).hex(), "upper_hz": float(fe.upper_hz).hex(),
-            "log_offset": float(fe.log_offset).hex()}  # fmt: skip
+            "log_offset": float(fe.log_offset).hex(), "log_floor": float(fe.log_floor).hex()}  # fmt: skip
 
 
 def py_package(data: bytes, extra: int = 0) -> dict:
@@ -560,7 +561,7 @@ def _semantic_package(data: bytes) -> str:
                 return f"{k} is a {type(v).__name__}, not an integer"
             if not -(1 << 31) <= v < 1 << 31:
                 return f"{k} outside int32"
-        elif k in ("window_ms", "hop_ms", "lower_hz", "upper_hz", "log_offset"):
+        elif k in ("window_ms", "hop_ms", "lower_hz", "upper_hz", "log_offset", "log_floor"):
             if isinstance(v, float) and v - v != 0:
                 return f"{k} is not finite"
             if not isinstance(v, float) and not (_is_int(v) and abs(v) <= FE_MAX_INT):
@@ -1013,9 +1014,10 @@ def rand_frontend(rng: random.Random) -> dict:
          "window_ms": rng.choice([20.0, 25.0, 30.0, 32.5, 40.0, 64.0, 30.03125]),
          "hop_ms": rng.choice([10.0, 12.5, 20.0, 32.0, 0.03125, 0.0625]), "num_mel_bins": mel,
          "num_coefficients": rng.randint(1, mel), "lower_hz": lower, "upper_hz": upper,
-         "log_offset": rng.choice([1e-6, 1e-3, 0.01, 1.0, 0.0, -1.0])}  # fmt: skip
+         "log_offset": rng.choice([1e-6, 1e-3, 0.01, 1.0, 0.0, -1.0]),
+         "log_floor": rng.choice([0.0, 0.0, 1e-2, 1.0, -1.0])}  # fmt: skip
     if rng.random() < 0.3:
-        for k in ("window_ms", "hop_ms", "lower_hz", "upper_hz", "log_offset"):
+        for k in ("window_ms", "hop_ms", "lower_hz", "upper_hz", "log_offset", "log_floor"):
             if rng.random() < 0.5 and d[k] == int(d[k]):
                 d[k] = int(d[k])  # an integer where a float is expected: Python takes it
     if rng.random() < 0.3:
@@ -1049,6 +1051,7 @@ def edge_frontend(rng: random.Random) -> dict:
         "num_mel_bins": lambda: rng.choice([1, 0, -1, 10, 9, 2**31 - 1]),
         "num_coefficients": lambda: rng.choice([40, 41, 1, 0, -1]),
         "log_offset": lambda: rng.choice([FE_MAX_INT, FE_MAX_INT + 1, -FE_MAX_INT, -FE_MAX_INT - 1, 5e-324, 0, -0.0]),
+        "log_floor": lambda: rng.choice([FE_MAX_INT, FE_MAX_INT + 1, -FE_MAX_INT - 1, 5e-324, 0, -0.0, 1e30]),
         "kind": lambda: rng.choice(["logmel", "MFCC", "mfcc\x00", ""]),
     }  # fmt: skip
     for k in rng.sample(list(edges), rng.choice([1, 1, 2])):

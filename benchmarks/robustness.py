@@ -72,6 +72,8 @@ TRIALS = {  # name: (augmentation, frontend, training) settings changed from the
     "floor3": ({}, {"log_offset": 3e-2}, {}),
     "time_masks": ({"time_masks": 2}, {}, {}),
     "seed1": ({}, {}, {"seed": 1}),
+    "babble_more": ({"babble_prob": 0.45}, {}, {}),
+    "log_floor": ({}, {"log_offset": 0.0, "log_floor": 1e-2}, {}),
 }
 
 

@@ -110,8 +110,9 @@ def clips(tiny_corpus):
 FEATURE_TOLERANCE = 1e-5
 
 
-@pytest.mark.parametrize("settings", [FrontendSettings(), FrontendSettings.micro_speech()],
-                         ids=["mfcc", "logmel"])  # fmt: skip
+@pytest.mark.parametrize("settings", [FrontendSettings(), FrontendSettings.micro_speech(),
+                                      FrontendSettings(log_offset=0.0, log_floor=1e-2)],
+                         ids=["mfcc", "logmel", "mfcc-log-floor"])  # fmt: skip
 def test_c_frontend_matches_numpy(core_lib, clips, settings):
     from omg_ta import ccore
 
@@ -120,6 +121,20 @@ def test_c_frontend_matches_numpy(core_lib, clips, settings):
     ref, got = Frontend(settings)(clips), cfe(clips)
     assert got.dtype == np.float32 and got.shape == ref.shape
     assert np.max(np.abs(got.astype(np.float64) - ref)) <= FEATURE_TOLERANCE
+
+
+def test_a_log_floor_hides_one_lsb_in_silence_in_both_frontends(core_lib):
+    """log(max(E, floor)) gives digital silence and ±1 LSB of noise the same features, in
+    numpy and in C; the additive offset (the default) does not (issue 15)."""
+    from omg_ta import ccore
+
+    silence = np.zeros((3, C.CLIP_SAMPLES), np.int16)
+    lsb = np.random.default_rng(0).integers(-1, 2, silence.shape).astype(np.int16)
+    floor = FrontendSettings(log_offset=0.0, log_floor=1e-2)
+    for fe in (Frontend(floor), ccore.CFrontend(floor)):
+        assert np.array_equal(fe(silence), fe(lsb))
+    for fe in (Frontend(FrontendSettings()), ccore.CFrontend(FrontendSettings())):
+        assert not np.array_equal(fe(silence), fe(lsb))
 
 
 def test_c_frontend_refuses_what_python_refuses(core_lib):
@@ -154,7 +169,8 @@ import numpy as np
 from omg_ta import ccore
 from omg_ta.frontend import FrontendSettings
 x = np.load({str(tmp_path / "clips.npy")!r})
-for s in (FrontendSettings(), FrontendSettings.micro_speech()):
+for s in (FrontendSettings(), FrontendSettings.micro_speech(),
+          FrontendSettings(log_offset=0.0, log_floor=1e-2)):
     ccore.CFrontend(s)(x)
 print("ok")
 """

@@ -31,7 +31,7 @@ def _tf_reference(audio: np.ndarray, s: FrontendSettings) -> np.ndarray:
         s.upper_hz,
         dtype=tf.float64,
     )
-    logmel = tf.math.log(tf.tensordot(mag, w, 1) + s.log_offset)
+    logmel = tf.math.log(tf.math.maximum(tf.tensordot(mag, w, 1) + s.log_offset, s.log_floor))
     if s.kind == "logmel":
         return logmel.numpy()
     return tf.signal.mfccs_from_log_mel_spectrograms(logmel)[..., : s.num_coefficients].numpy()

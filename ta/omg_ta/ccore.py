@@ -60,7 +60,7 @@ class _FeSettings(ctypes.Structure):
                 ("window_ms", ctypes.c_double), ("hop_ms", ctypes.c_double),
                 ("num_mel_bins", ctypes.c_int32), ("num_coefficients", ctypes.c_int32),
                 ("lower_hz", ctypes.c_double), ("upper_hz", ctypes.c_double),
-                ("log_offset", ctypes.c_double)]  # fmt: skip
+                ("log_offset", ctypes.c_double), ("log_floor", ctypes.c_double)]  # fmt: skip
 
 
 class _FePlan(ctypes.Structure):
@@ -179,7 +179,7 @@ class CFrontend:
         self.settings = s
         self._s = _FeSettings(0 if s.kind == "mfcc" else 1, s.sample_rate, s.clip_ms, s.window_ms,
                               s.hop_ms, s.num_mel_bins, s.num_coefficients, s.lower_hz, s.upper_hz,
-                              s.log_offset)  # fmt: skip
+                              s.log_offset, s.log_floor)  # fmt: skip
         p, err = _FePlan(), ctypes.create_string_buffer(_ERR)
         _check(
             lib.omg_frontend_plan(ctypes.byref(self._s), ctypes.byref(p), err, _ERR),

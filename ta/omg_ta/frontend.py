@@ -59,6 +59,12 @@ class FrontendSettings:
     synthetic clip — came out at log(1e-6) = -13.8 and one LSB of noise at about -7, so
     an inaudible change moved more than half the input and 4.2 % of the quick model's int8
     labels (issue 15)."""
+    log_floor: float = 0.0
+    """Mel energies (after ``log_offset``) below this are raised to it before the logarithm:
+    ``log(max(E + log_offset, log_floor))``. 0 turns it off (the default, and what a
+    manifest or package without the key means). Unlike the offset, a floor makes digital
+    silence and ±1 LSB of noise give the very same features (with ``log_offset`` 0 and
+    ``log_floor`` 1e-2; measured in docs/pipeline.md, section 7)."""
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
@@ -207,7 +213,7 @@ class Frontend:
         frames = np.lib.stride_tricks.sliding_window_view(a, s.window_samples, axis=1)
         frames = frames[:, :: s.hop_samples][:, : s.num_frames] * self._window
         mag = np.abs(np.fft.rfft(frames, n=s.fft_length, axis=-1))
-        logmel = np.log(mag @ self._mel + s.log_offset)
+        logmel = np.log(np.maximum(mag @ self._mel + s.log_offset, s.log_floor))
         if self._dct is None:
             return logmel.astype(np.float32)
         return (logmel @ self._dct).astype(np.float32)

@@ -120,8 +120,8 @@ omg_status omg_frontend_plan(const omg_fe_settings *s, omg_fe_plan *p, char *err
 	if (!(s->lower_hz > 0 && s->lower_hz < s->upper_hz && s->upper_hz <= s->sample_rate / 2.0))
 		return omg_fail(err, errlen, OMG_RESULT_CONFIG, "need 0 < lower_hz < upper_hz <= sample_rate/2");
 	if (!(s->window_ms > 0 && s->window_ms < 1e6 && s->hop_ms > 0 && s->hop_ms < 1e6) ||
-	    !(s->log_offset >= 0 && s->log_offset < 1e30))
-		return omg_fail(err, errlen, OMG_RESULT_CONFIG, "window, hop or log offset out of range");
+	    !(s->log_offset >= 0 && s->log_offset < 1e30) || !(s->log_floor >= 0 && s->log_floor < 1e30))
+		return omg_fail(err, errlen, OMG_RESULT_CONFIG, "window, hop, log offset or log floor out of range");
 	if (s->num_mel_bins < 1 || s->num_mel_bins > MAX_MEL)
 		return omg_fail(err, errlen, OMG_RESULT_CONFIG, "num_mel_bins must be 1..%d", MAX_MEL);
 	/* the same integer arithmetic as FrontendSettings' derived sizes */
@@ -349,7 +349,8 @@ omg_status omg_frontend_run(omg_frontend *f, const int16_t *clip, float *feature
 
 			for (int32_t i = 0; i < f->mel_count[b]; i++)
 				acc += m[i] * w[i];
-			f->logmel[b] = omg_log(acc + f->s.log_offset);
+			acc += f->s.log_offset;
+			f->logmel[b] = omg_log(acc < f->s.log_floor ? f->s.log_floor : acc);
 		}
 		if (!f->dct) {
 			for (int32_t b = 0; b < nm; b++)

@@ -112,6 +112,7 @@ typedef struct {
 	double lower_hz;
 	double upper_hz;
 	double log_offset;
+	double log_floor;        /* log(max(E + log_offset, log_floor)); 0: off */
 } omg_fe_settings;
 
 typedef struct {

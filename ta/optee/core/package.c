@@ -38,12 +38,12 @@ static const uint8_t pkg_magic[PKG_MAGIC_LEN] = { 'O', 'M', 'G', 'P', 'K', 'G', 
 
 enum {
 	FE_KIND, FE_SAMPLE_RATE, FE_CLIP_MS, FE_WINDOW_MS, FE_HOP_MS, FE_NUM_MEL_BINS,
-	FE_NUM_COEFFICIENTS, FE_LOWER_HZ, FE_UPPER_HZ, FE_LOG_OFFSET, FE_COUNT
+	FE_NUM_COEFFICIENTS, FE_LOWER_HZ, FE_UPPER_HZ, FE_LOG_OFFSET, FE_LOG_FLOOR, FE_COUNT
 };
 
 static const char *const fe_names[FE_COUNT] = {
 	"kind", "sample_rate", "clip_ms", "window_ms", "hop_ms", "num_mel_bins",
-	"num_coefficients", "lower_hz", "upper_hz", "log_offset",
+	"num_coefficients", "lower_hz", "upper_hz", "log_offset", "log_floor",
 };
 
 /* FrontendSettings' defaults (ta/omg_ta/frontend.py) */
@@ -59,6 +59,7 @@ static void fe_defaults(omg_fe_settings *s)
 	s->lower_hz = 20.0;
 	s->upper_hz = 4000.0;
 	s->log_offset = 1e-2;
+	s->log_floor = 0.0;
 }
 
 static bool is_finite(double x)
@@ -143,6 +144,8 @@ static bool fe_value(uint32_t key, const omg_cbor_item *v, omg_fe_settings *s)
 		return fe_float(v, &s->upper_hz);
 	case FE_LOG_OFFSET:
 		return fe_float(v, &s->log_offset);
+	case FE_LOG_FLOOR:
+		return fe_float(v, &s->log_floor);
 	default:
 		return false;
 	}
