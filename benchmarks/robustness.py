@@ -74,6 +74,7 @@ TRIALS = {  # name: (augmentation, frontend, training) settings changed from the
     "seed1": ({}, {}, {"seed": 1}),
     "babble_more": ({"babble_prob": 0.45}, {}, {}),
     "log_floor": ({}, {"log_offset": 0.0, "log_floor": 1e-2}, {}),
+    "log_floor_5e-3": ({}, {"log_offset": 0.0, "log_floor": 5e-3}, {}),
 }
 
 
