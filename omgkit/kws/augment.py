@@ -185,8 +185,8 @@ def augment(
     if noise:
         add = (rng.random(n) < s.noise_prob) & speech
         talkers = np.flatnonzero(speech)
+        shares = np.cumsum([s.babble_prob, s.tones_prob, s.fluctuating_prob, s.impulses_prob])
         for i in np.flatnonzero(add):
-            shares = np.cumsum([s.babble_prob, s.tones_prob, s.fluctuating_prob, s.impulses_prob])
             u = rng.random() if shares[-1] > 0 else 1.0
             if u < shares[0] and talkers.size >= 8:
                 seg = _babble(audio, talkers, rng)

@@ -49,6 +49,7 @@ import numpy as np
 
 from ..errors import UnknownNameError
 from .audio import SAMPLE_RATE
+from .evaluate import accuracy
 
 EVAL_SEED = 0x0E7A1
 """Evaluation's seed: its rooms, its noise and where each condition cuts are drawn from it.
@@ -213,7 +214,7 @@ def evaluation_noise(kind: str, seconds: int = 30) -> np.ndarray:
         x /= np.std(x)
         for _ in range(seconds // 6):
             c, w = rng.uniform(0, seconds), rng.uniform(1.5, 4.0)
-            x += 2 * _shaped(rng, n, 1.0, 80, 3000) / 1.0 * np.exp(-(((t - c) / w) ** 2))
+            x += 2 * _shaped(rng, n, 1.0, 80, 3000) * np.exp(-(((t - c) / w) ** 2))
     else:
         raise UnknownNameError("noise kind", kind, list(NOISE_KINDS))
     return x / np.sqrt(np.mean(x**2))
@@ -293,7 +294,7 @@ def select(names: Iterable[str] | None) -> list[Condition]:
 
 
 def _acc(y: np.ndarray, p: np.ndarray) -> float:
-    return round(float(np.mean(y == p)), 4) if len(y) else float("nan")
+    return round(accuracy(y, p), 4)
 
 
 def worst_words(y: np.ndarray, p: np.ndarray, labels, k: int = 3) -> list[dict[str, Any]]:

@@ -50,7 +50,8 @@ def plot_confusion(m: np.ndarray, labels, path: str | os.PathLike, title: str) -
     figure(m, title, labels=labels).savefig(path, dpi=110)
 
 
-def _acc(y: np.ndarray, p: np.ndarray) -> float:
+def accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    """The fraction of predictions ``p`` equal to labels ``y`` (NaN for no clips)."""
     return float(np.mean(y == p)) if len(y) else float("nan")
 
 
@@ -111,7 +112,7 @@ def evaluate_run(
     }
     for (rt, q, split), p in preds.items():
         if rt == "litert":
-            res["accuracy"].setdefault(q, {})[split] = _acc(feats[split][1], p)
+            res["accuracy"].setdefault(q, {})[split] = accuracy(feats[split][1], p)
     res["test_accuracy_float32"] = res["accuracy"]["float32"]["testing"]
     res["test_accuracy_int8"] = res["accuracy"]["int8"]["testing"]
     res["int8_minus_float32_points"] = 100 * (
@@ -131,7 +132,8 @@ def evaluate_run(
     p_test = preds[("litert", "int8", "testing")]
     y_test = feats["testing"][1]
     res["test_accuracy_int8_per_engine"] = {
-        e: _acc(y_test[engines_of == e], p_test[engines_of == e]) for e in sorted(set(engines_of))
+        e: accuracy(y_test[engines_of == e], p_test[engines_of == e])
+        for e in sorted(set(engines_of))
     }
     cm = confusion(y_test, p_test, len(labels))
     res["confusion_int8_testing"] = cm.tolist()
