@@ -75,6 +75,18 @@ def test_settings_are_frozen_and_keyword_only():
     assert FrontendSettings.from_dict(s.to_dict()) == s
 
 
+def test_a_manifest_without_the_newer_keys_reads_as_it_was_made():
+    """Runs and packages made before ``log_floor`` existed had no clamp and, unless they
+    say otherwise, an offset of 1e-2: an absent key must not take today's default."""
+    old = {k: v for k, v in FrontendSettings().to_dict().items() if k != "log_floor"}
+    assert FrontendSettings.from_dict({**old, "log_offset": 1e-6}).log_floor == 0.0
+    absent = FrontendSettings.from_dict({"kind": "mfcc"})
+    assert (absent.log_offset, absent.log_floor) == (1e-2, 0.0)
+    assert (FrontendSettings().log_offset, FrontendSettings().log_floor) == (0.0, 5e-3)
+    silence = np.zeros(16000, np.int16)
+    assert not np.array_equal(Frontend(absent)(silence), Frontend()(silence))
+
+
 def test_bad_settings_and_input_are_refused():
     with pytest.raises(ConfigError, match="feature kind"):
         FrontendSettings(kind="spectrogram")

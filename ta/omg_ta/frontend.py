@@ -51,20 +51,22 @@ class FrontendSettings:
     """Lower edge of the lowest mel band."""
     upper_hz: float = 4000.0
     """Upper edge of the highest mel band."""
-    log_offset: float = 1e-2
-    """Added to mel energies before the logarithm: the floor below which a band counts as silent.
+    log_offset: float = 0.0
+    """Added to mel energies before the logarithm: ``log(max(E + log_offset, log_floor))``.
 
-    It sits just above what ±1 LSB of 16-bit noise puts in a band (7e-4 to 4.5e-3 for the
-    MFCC frontend). With 1e-6 (tf.signal's examples) digital silence — most of every
-    synthetic clip — came out at log(1e-6) = -13.8 and one LSB of noise at about -7, so
-    an inaudible change moved more than half the input and 4.2 % of the quick model's int8
-    labels (issue 15)."""
-    log_floor: float = 0.0
-    """Mel energies (after ``log_offset``) below this are raised to it before the logarithm:
-    ``log(max(E + log_offset, log_floor))``. 0 turns it off (the default, and what a
-    manifest or package without the key means). Unlike the offset, a floor makes digital
-    silence and ±1 LSB of noise give the very same features (with ``log_offset`` 0 and
-    ``log_floor`` 1e-2; measured in docs/pipeline.md, section 7)."""
+    0 by default: the floor below does the work. Runs trained before ``log_floor`` existed
+    used 1e-2, just above what ±1 LSB of 16-bit noise puts in a band (7e-4 to 4.5e-3 for
+    the MFCC frontend), and before that tf.signal's 1e-6, which turned digital silence —
+    most of every synthetic clip — into log(1e-6) = -13.8 and one LSB of noise into about
+    -7, moving more than half the input and 4.2 % of the quick model's int8 labels
+    (issue 15). An offset still lets ±1 LSB move a silent band (by up to 0.6)."""
+    log_floor: float = 5e-3
+    """Mel energies (after ``log_offset``) below this are raised to it before the logarithm.
+
+    A clamp rather than an offset: digital silence and ±1 LSB of noise give the same
+    features in every band whose energy stays under it (with 1e-2, every band; with 5e-3,
+    all but a few, by up to 0.18). 5e-3 held labels under ±1 LSB best in training
+    (docs/pipeline.md, section 7). 0 turns it off."""
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
@@ -115,11 +117,20 @@ class FrontendSettings:
 
     @classmethod
     def from_dict(cls, d: dict) -> FrontendSettings:
+        """Settings from a manifest or a package header. A key it lacks takes the value it
+        had before the key existed (``WHEN_ABSENT``), not today's default, so older runs and
+        packages read as they were made; the C core's package parser does the same."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ConfigError(f"unknown frontend settings: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{**WHEN_ABSENT, **d})
+
+
+WHEN_ABSENT: dict[str, float] = {"log_offset": 1e-2, "log_floor": 0.0}
+"""What a manifest or package without these keys means: the offset of issue 15's first
+round and no floor (``log_floor`` did not exist; every manifest names ``log_offset``, but a
+package header may leave any key out)."""
 
 
 def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:

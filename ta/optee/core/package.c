@@ -47,6 +47,9 @@ static const char *const fe_names[FE_COUNT] = {
 };
 
 /* FrontendSettings' defaults (ta/omg_ta/frontend.py) */
+/* What a header without a key means: frontend.py's FrontendSettings.from_dict, whose
+ * WHEN_ABSENT keeps log_offset 1e-2 and log_floor 0 (the values before log_floor existed),
+ * not today's FrontendSettings() defaults; packages written by omgkit name every key. */
 static void fe_defaults(omg_fe_settings *s)
 {
 	s->kind = OMG_FE_MFCC;
