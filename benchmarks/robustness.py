@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from omgkit.kws.augment import AugmentSettings
-from omgkit.kws.features import FrontendSettings
-from omgkit.kws.train import TrainSettings
+from omgkit.kws.features import WHEN_ABSENT, FrontendSettings
+from omgkit.kws.train import TrainSettings, recorded_settings
 
 OLD_AUG = AugmentSettings(copies=2, gain_db=(-8.0, 3.0), snr_db=(10.0, 30.0), reverb_prob=0.3,
                           rooms=0, bandlimit_prob=0.0, floor_dbfs=None, babble_prob=0.0,
@@ -57,7 +57,7 @@ _STEPS = [
 # trials: one idea each, not cumulative, on top of the defaults of the day they were tried:
 # today's augmentation with the frontend of step nonstationary (low_snr and babble_half on
 # part 1's defaults: they turn the fluctuating and impulsive noises off)
-TRIAL_FE = FrontendSettings(log_offset=1e-2, log_floor=0.0)
+TRIAL_FE = dataclasses.replace(FrontendSettings(), **WHEN_ABSENT)  # offset 1e-2, no clamp
 TRIALS = {  # name: (augmentation, frontend, training) settings changed from the defaults
     "low_snr": (
         {"snr_db": (-5.0, 25.0), "noise_prob": 1.0, "fluctuating_prob": 0.0, "impulses_prob": 0.0},
@@ -118,9 +118,7 @@ def main(argv=None) -> int:
         run = Path(a.out) / name
         t0 = time.perf_counter()
         man = run / "manifest.json"
-        # compared as settings, so keys an older manifest lacks read as what they meant then
-        same = man.is_file() and TrainSettings.from_dict(
-            json.loads(man.read_text())["train"]["settings"]) == s  # fmt: skip
+        same = man.is_file() and recorded_settings(json.loads(man.read_text())) == s
         if a.evaluate_only and not (run / "model_int8.tflite").is_file():
             raise SystemExit(f"{run}: no trained model to evaluate")
         if not (a.evaluate_only or same and (run / "model_int8.tflite").is_file()):

@@ -188,7 +188,7 @@ def test_kid_is_taken_from_either_bucket(lib):
     )
 
 
-def test_frontend_settings_take_python_defaults(lib):
+def test_absent_frontend_keys_mean_the_same_in_both_parsers(lib):
     from omg_ta.frontend import FrontendSettings
 
     h = assert_same(lib, "package", _pkg(_header(input={})))
@@ -199,7 +199,9 @@ def test_frontend_settings_take_python_defaults(lib):
     h = assert_same(lib, "package", _pkg(_header(input={"frontend": micro, "shape": [1, 49, 40]})))
     assert h["frontend"]["kind"] == 1 and h["frontend"]["lower_hz"] == (125.0).hex()
     # cbor2 writes 40.0 as a half float, 1e-6 as a double; integers are taken for floats
-    h = assert_same(lib, "package", _pkg(_header(**{"fe.window_ms": 30, "fe.log_offset": 0})))
+    h = assert_same(
+        lib, "package", _pkg(_header(**{"fe.window_ms": 30, "fe.log_offset": 0, "fe.log_floor": 1}))
+    )
     assert h["frontend"]["window_ms"] == (30.0).hex()
     # Python's round(): 30.03125 ms at 16 kHz is 480.5 samples, rounded to 480 (even)
     assert_same(lib, "package", _pkg(_header(**{"fe.window_ms": 30.03125})))
@@ -327,7 +329,8 @@ def test_license_fields_python_also_takes(lib):
     ({"model_version": -3}, True), ({"fe.sample_rate": 16000.0}, True), ({"fe.num_coefficients": True}, True),
     ({"fe.stride": 1}, False), ({"fe.kind": "stft"}, False), ({"fe.lower_hz": 5000.0}, False),
     ({"fe.hop_ms": 0.01}, False), ({"fe.window_ms": 2000.0}, False), ({"fe.num_coefficients": 41}, False),
-    ({"fe.log_offset": float("nan")}, True), ({"fe.upper_hz": float("inf")}, False),
+    ({"fe.log_offset": float("nan"), "fe.log_floor": 5e-3}, True), ({"fe.upper_hz": float("inf")}, False),
+    ({"fe.log_offset": 0}, False), ({"fe.log_offset": 0.0, "fe.log_floor": 0.0}, False),
     ({"fe.window_ms": 1e308}, False), ({"fe.log_offset": 2**22 + 1}, True), ({"fe.clip_ms": 1000.0}, True),
 ])  # fmt: skip
 def test_package_with_wrong_types_is_refused(lib, change, python):

@@ -75,11 +75,20 @@ def test_settings_are_frozen_and_keyword_only():
     assert FrontendSettings.from_dict(s.to_dict()) == s
 
 
-def test_a_manifest_without_the_newer_keys_reads_as_it_was_made():
-    """Runs and packages made before ``log_floor`` existed had no clamp and, unless they
-    say otherwise, an offset of 1e-2: an absent key must not take today's default."""
+def test_settings_without_the_newer_keys_read_as_they_were_made():
+    """Runs and packages made before the log clamp had none and, unless they say otherwise,
+    an offset of 1e-2: an absent key must not take today's default, in a run's manifest
+    (through TrainSettings) or in a package's frontend map."""
+    from omgkit.kws.train import TrainSettings
+
     old = {k: v for k, v in FrontendSettings().to_dict().items() if k != "log_floor"}
     assert FrontendSettings.from_dict({**old, "log_offset": 1e-6}).log_floor == 0.0
+    manifest = {**TrainSettings().to_dict(), "frontend": {**old, "log_offset": 1e-2}}
+    assert TrainSettings.from_dict(manifest).frontend == FrontendSettings(
+        log_offset=1e-2, log_floor=0
+    )
+    with pytest.raises(ConfigError, match="log of digital silence"):
+        FrontendSettings.from_dict({"kind": "mfcc", "log_offset": 0})
     absent = FrontendSettings.from_dict({"kind": "mfcc"})
     assert (absent.log_offset, absent.log_floor) == (1e-2, 0.0)
     assert (FrontendSettings().log_offset, FrontendSettings().log_floor) == (0.0, 5e-3)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from omg_ta.frontend import Frontend, FrontendSettings
+from omg_ta.frontend import WHEN_ABSENT, Frontend, FrontendSettings
 
-__all__ = ["Frontend", "FrontendSettings", "featurize"]
+__all__ = ["WHEN_ABSENT", "Frontend", "FrontendSettings", "featurize"]
 
 
 def featurize(frontend: Frontend, audio: np.ndarray, batch: int = 512) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import ConfigError
+from ..errors import ConfigError, OmgError
 from ..util import atomic_write_text
 from .augment import AugmentSettings, augment, featurize_augmented
 from .dataset import Dataset, load_dataset, load_noise
@@ -246,6 +246,15 @@ RUN_FILES = (
 """A trained run's files (what training writes)."""
 
 
+def recorded_settings(manifest: dict[str, Any]) -> TrainSettings | None:
+    """The training settings a run's manifest records, read as they were made (keys it lacks
+    take their value from before they existed); None when it records none that read."""
+    try:
+        return TrainSettings.from_dict(manifest["train"]["settings"])
+    except (KeyError, TypeError, ValueError, OmgError):
+        return None
+
+
 def reuse_run(src: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike,
               settings: TrainSettings) -> dict[str, Any] | None:  # fmt: skip
     """Copy a trained run from ``src`` to ``out`` instead of training again, if it is the same
@@ -263,7 +272,7 @@ def reuse_run(src: str | os.PathLike, out: str | os.PathLike, data: str | os.Pat
         return None
     try:
         m = json.loads((src_p / "manifest.json").read_text())
-        same = (m["train"]["settings"] == json.loads(json.dumps(settings.to_dict()))  # as recorded
+        same = (recorded_settings(m) == settings
                 and m["data"]["fingerprint"] == load_dataset(data, seed=settings.seed).fingerprint())  # fmt: skip
     except (OSError, KeyError, TypeError, ValueError):
         return None

@@ -216,9 +216,7 @@ def _warm_up() -> None:
 
     for kind in ("mfcc", "logmel"):  # numpy's FFT and what the frontends use
         try:
-            Frontend(FrontendSettings.from_dict({"kind": kind}))(
-                np.zeros((1, C.CLIP_SAMPLES), "<i2")
-            )
+            Frontend(FrontendSettings(kind=kind))(np.zeros((1, C.CLIP_SAMPLES), "<i2"))
         except Exception:  # noqa: BLE001 - a frontend this build lacks loads nothing
             pass
 

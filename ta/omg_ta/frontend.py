@@ -55,18 +55,18 @@ class FrontendSettings:
     """Added to mel energies before the logarithm: ``log(max(E + log_offset, log_floor))``.
 
     0 by default: the floor below does the work. Runs trained before ``log_floor`` existed
-    used 1e-2, just above what ±1 LSB of 16-bit noise puts in a band (7e-4 to 4.5e-3 for
-    the MFCC frontend), and before that tf.signal's 1e-6, which turned digital silence —
-    most of every synthetic clip — into log(1e-6) = -13.8 and one LSB of noise into about
-    -7, moving more than half the input and 4.2 % of the quick model's int8 labels
-    (issue 15). An offset still lets ±1 LSB move a silent band (by up to 0.6)."""
+    used 1e-2, just above what ±1 LSB of 16-bit noise puts in a band (7e-4 to 4.5e-3 on
+    average for the MFCC frontend; single frames reach about 8e-3), and before that
+    tf.signal's 1e-6, which turned digital silence — most of every synthetic clip — into
+    log(1e-6) = -13.8 and one LSB of noise into about -7, moving more than half the input
+    and 4.2 % of the quick model's int8 labels (issue 15). An offset still lets ±1 LSB move a silent band (by up to 0.6)."""
     log_floor: float = 5e-3
     """Mel energies (after ``log_offset``) below this are raised to it before the logarithm.
 
     A clamp rather than an offset: digital silence and ±1 LSB of noise give the same
     features in every band whose energy stays under it (with 1e-2, every band; with 5e-3,
-    all but a few, by up to 0.18). 5e-3 held labels under ±1 LSB best in training
-    (docs/pipeline.md, section 7). 0 turns it off."""
+    all but 2 % of band-frames, which move by up to 0.46, the MFCCs by up to 0.18). 5e-3 held labels under ±1 LSB best in training
+    (docs/pipeline.md, section 7). 0 turns it off, which needs ``log_offset`` > 0."""
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
@@ -77,6 +77,8 @@ class FrontendSettings:
             raise ConfigError("window must fit in a clip and hop must be positive")
         if self.kind == "mfcc" and not 0 < self.num_coefficients <= self.num_mel_bins:
             raise ConfigError("need 0 < num_coefficients <= num_mel_bins")
+        if not (self.log_offset > 0 or self.log_floor > 0):
+            raise ConfigError("need log_offset > 0 or log_floor > 0: the log of digital silence")
 
     @classmethod
     def micro_speech(cls) -> FrontendSettings:
@@ -118,8 +120,9 @@ class FrontendSettings:
     @classmethod
     def from_dict(cls, d: dict) -> FrontendSettings:
         """Settings from a manifest or a package header. A key it lacks takes the value it
-        had before the key existed (``WHEN_ABSENT``), not today's default, so older runs and
-        packages read as they were made; the C core's package parser does the same."""
+        had before the log clamp became the default (``WHEN_ABSENT``), not today's default,
+        so older runs and packages read as they were made; the C core's package parser does
+        the same."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

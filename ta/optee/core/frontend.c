@@ -4,7 +4,7 @@
  * The same maths as the numpy frontend the model was trained on (which
  * follows tf.signal): periodic Hann window, magnitude of the real FFT
  * zero-padded to a power of two, HTK mel filterbank (triangles between
- * linearly spaced mel edges, no weight on the DC bin), log(mel + offset),
+ * linearly spaced mel edges, no weight on the DC bin), log(max(mel + offset, floor)),
  * and for MFCC the DCT-II scaled as tf.signal's mfccs_from_log_mel. Double
  * inside, float out. Window, twiddles, mel weights and the DCT matrix are
  * computed once, at init, with fmath.c (no libm); each clip then costs one
@@ -122,6 +122,8 @@ omg_status omg_frontend_plan(const omg_fe_settings *s, omg_fe_plan *p, char *err
 	if (!(s->window_ms > 0 && s->window_ms < 1e6 && s->hop_ms > 0 && s->hop_ms < 1e6) ||
 	    !(s->log_offset >= 0 && s->log_offset < 1e30) || !(s->log_floor >= 0 && s->log_floor < 1e30))
 		return omg_fail(err, errlen, OMG_RESULT_CONFIG, "window, hop, log offset or log floor out of range");
+	if (!(s->log_offset > 0 || s->log_floor > 0))
+		return omg_fail(err, errlen, OMG_RESULT_CONFIG, "need log_offset > 0 or log_floor > 0: the log of digital silence");
 	if (s->num_mel_bins < 1 || s->num_mel_bins > MAX_MEL)
 		return omg_fail(err, errlen, OMG_RESULT_CONFIG, "num_mel_bins must be 1..%d", MAX_MEL);
 	/* the same integer arithmetic as FrontendSettings' derived sizes */

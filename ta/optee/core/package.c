@@ -46,11 +46,10 @@ static const char *const fe_names[FE_COUNT] = {
 	"num_coefficients", "lower_hz", "upper_hz", "log_offset", "log_floor",
 };
 
-/* FrontendSettings' defaults (ta/omg_ta/frontend.py) */
 /* What a header without a key means: frontend.py's FrontendSettings.from_dict, whose
  * WHEN_ABSENT keeps log_offset 1e-2 and log_floor 0 (the values before log_floor existed),
  * not today's FrontendSettings() defaults; packages written by omgkit name every key. */
-static void fe_defaults(omg_fe_settings *s)
+static void fe_when_absent(omg_fe_settings *s)
 {
 	s->kind = OMG_FE_MFCC;
 	s->sample_rate = OMG_SAMPLE_RATE;
@@ -182,6 +181,8 @@ static bool fe_consistent(const omg_fe_settings *s)
 	if (s->kind == OMG_FE_MFCC &&
 	    !(0 < s->num_coefficients && s->num_coefficients <= s->num_mel_bins))
 		return false;
+	if (!(s->log_offset > 0 || s->log_floor > 0))
+		return false;	/* the log of digital silence */
 	return true;
 }
 
@@ -319,7 +320,7 @@ static bool header_ok(const uint8_t *raw, size_t len, omg_pkg_header *h)
 	if (!omg_cbor_check(raw, len, OMG_CBOR_CANONICAL) || !omg_cbor_head(&r, &m) ||
 	    m.type != OMG_CBOR_MAP)
 		return false;
-	fe_defaults(&h->frontend);
+	fe_when_absent(&h->frontend);
 	for (uint64_t i = 0; i < m.arg; i++) {
 		if (!omg_cbor_head(&r, &k))
 			return false;
