@@ -31,6 +31,7 @@ from omg_ta.runtime import load_runtime
 
 from ..errors import OmgWarning
 from ..util import atomic_write_text
+from .conditions import accuracy
 from .dataset import load_dataset
 from .features import Frontend, featurize
 from .release import model_file
@@ -48,11 +49,6 @@ def plot_confusion(m: np.ndarray, labels, path: str | os.PathLike, title: str) -
     from ..show import plot_confusion as figure
 
     figure(m, title, labels=labels).savefig(path, dpi=110)
-
-
-def accuracy(y: np.ndarray, p: np.ndarray) -> float:
-    """The fraction of predictions ``p`` equal to labels ``y`` (NaN for no clips)."""
-    return float(np.mean(y == p)) if len(y) else float("nan")
 
 
 def evaluate_run(
