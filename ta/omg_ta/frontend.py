@@ -59,14 +59,16 @@ class FrontendSettings:
     average for the MFCC frontend; single frames reach about 8e-3), and before that
     tf.signal's 1e-6, which turned digital silence — most of every synthetic clip — into
     log(1e-6) = -13.8 and one LSB of noise into about -7, moving more than half the input
-    and 4.2 % of the quick model's int8 labels (issue 15). An offset still lets ±1 LSB move a silent band (by up to 0.6)."""
+    and 4.2 % of the quick model's int8 labels (issue 15). An offset still lets ±1 LSB
+    move a silent band (by up to 0.6)."""
     log_floor: float = 5e-3
     """Mel energies (after ``log_offset``) below this are raised to it before the logarithm.
 
     A clamp rather than an offset: digital silence and ±1 LSB of noise give the same
     features in every band whose energy stays under it (with 1e-2, every band; with 5e-3,
-    all but 2 % of band-frames, which move by up to 0.46, the MFCCs by up to 0.18). 5e-3 held labels under ±1 LSB best in training
-    (docs/pipeline.md, section 7). 0 turns it off, which needs ``log_offset`` > 0."""
+    all but 2 % of band-frames, which move by up to 0.46, the MFCCs by up to 0.18). 5e-3
+    held labels under ±1 LSB and 0 dB noise best in training (docs/pipeline.md, section
+    7). 0 turns it off, which needs ``log_offset`` > 0."""
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:

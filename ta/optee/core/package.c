@@ -47,7 +47,7 @@ static const char *const fe_names[FE_COUNT] = {
 };
 
 /* What a header without a key means: frontend.py's FrontendSettings.from_dict, whose
- * WHEN_ABSENT keeps log_offset 1e-2 and log_floor 0 (the values before log_floor existed),
+ * WHEN_ABSENT keeps log_offset 1e-2 and log_floor 0 (the values before the log clamp),
  * not today's FrontendSettings() defaults; packages written by omgkit name every key. */
 static void fe_when_absent(omg_fe_settings *s)
 {
