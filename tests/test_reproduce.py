@@ -46,3 +46,24 @@ def test_resumes_and_writes_named_results(tiny_corpus, tiny_run, tmp_path):
     said.clear()
     reproduce(profile="tiny", art=str(art), results=str(res), say=said.append)
     assert sum("skipped" in s for s in said) == 6  # everything was there
+
+
+def test_the_board_classifies_the_split_the_evaluation_scores(tiny_corpus, tiny_run, tmp_path):
+    """The OP-TEE step's accuracy on the board reads against ``test_accuracy_int8``: the same
+    clips, without the held-out engine's speech (its testing clips once made 2,986 of 2,869).
+    The tiny corpus puts no pico clip in the testing split, so a copy of the run holds out an
+    engine that has some."""
+    from omgkit.kws.dataset import load_dataset
+    from omgkit.reproduce import board_test_items
+
+    ds = load_dataset(tiny_corpus)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    man = json.loads((run / "manifest.json").read_text())
+    man["data"]["holdout_engine"] = "flite"
+    (run / "manifest.json").write_text(json.dumps(man))
+    items = board_test_items(run, ds)
+    assert items == ds.evaluation_items("testing", "flite")
+    engines = {it.engine for it in items}
+    assert "flite" not in engines and "noise" in engines  # silence stays: every class is scored
+    assert "flite" in {it.engine for it in ds.select("testing")}
