@@ -72,6 +72,11 @@ def reproduce(*, profile: str = "paper", model: str = "ds_cnn_s", seed: int = 0,
         step("OP-TEE board", optee_f.is_file(),
              lambda: atomic_write_text(optee_f, json.dumps(_optee(run, corpus, clips=optee_clips, say=say),
                                                            indent=2) + "\n"))  # fmt: skip
+    res_f = res_p / f"{name}.json"
+    times = {
+        **_earlier_times(res_f),
+        **times,
+    }  # a resumed run keeps the times of the steps it skipped
     ev = json.loads((run / "evaluation.json").read_text())
     bench = json.loads(bench_f.read_text())
     out = {"params": {"profile": profile, "model": model, "seed": seed}, "paper": PAPER,
@@ -80,11 +85,23 @@ def reproduce(*, profile: str = "paper", model: str = "ds_cnn_s", seed: int = 0,
     if optee and optee_f.is_file():
         out["optee"] = json.loads(optee_f.read_text())
     res_p.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(res_p / f"{name}.json", json.dumps(out, indent=2) + "\n")
+    atomic_write_text(res_f, json.dumps(out, indent=2) + "\n")
     atomic_write_text(res_p / f"{name}.md", table(out))
     plots(bench, res_p / name)
     say(f"results: {res_p / name}.json, .md, -latency.png, -phases.png")
     return out
+
+
+def _earlier_times(res_f: Path) -> dict[str, float]:
+    try:
+        times = json.loads(res_f.read_text()).get("step_seconds", {})
+    except (OSError, ValueError, AttributeError):
+        return {}  # none yet, or not ours: the steps run now are all there is to say
+    return (
+        {k: float(v) for k, v in times.items() if isinstance(v, (int, float))}
+        if isinstance(times, dict)
+        else {}
+    )
 
 
 def _guard(run: Path) -> dict:
